@@ -233,6 +233,8 @@ class Actor:
     role: Role
     customer_name: str = ""
     user_name: str = ""
+    #: The customer's Number (e.g. "C1234567"), when known: lets the rules check a ManagingCustomerNumber.
+    customer_number: str | None = None
 
     @property
     def describe(self) -> str:

@@ -16,8 +16,10 @@ from enum import Enum
 from typing import Iterable
 
 from .model import (
-    COMPARED_ON_UPDATE,
     CLIENT_LINK_WIRE,
+    COMPARED_ON_UPDATE,
+    READ_ONLY_ON_ADD,
+    WIRE_TO_ATTR,
     Account,
     Actor,
     ClientLink,
@@ -196,16 +198,29 @@ E_NOT_SIMULATED = 90018
 
 
 def error_info(code: int | str | None) -> ErrorCode:
-    """What a code means. Unknown codes get a generic entry that still reads as a sentence."""
-    try:
-        n = int(code)  # fault details carry codes as strings
-    except (TypeError, ValueError):
-        n = -1
-    known = ERROR_CODES.get(n)
-    if known:
-        return known
-    return ErrorCode(n, "Unknown", f"Error code {code} is not in linkdesk's table.",
-                     f"Microsoft Advertising refused the request with code {code}.", n < OWN_CODE_BASE)
+    """What a code means. Unknown codes get a generic entry that still reads as a sentence.
+
+    Codes arrive as ints or, from fault details, as strings ("1410"). An unknown number below ``OWN_CODE_BASE`` is
+    taken to be Microsoft's (documented=True: its origin, not a claim that we hold its text); a missing or unreadable
+    code gets code -1.
+    """
+    n: int | None
+    if isinstance(code, bool):  # bool is an int subclass; True is not code 1
+        n = None
+    else:
+        try:
+            n = int(str(code).strip()) if code is not None else None
+        except ValueError:
+            n = None
+    if n is not None and n in ERROR_CODES:
+        return ERROR_CODES[n]
+    if n is None:
+        shown = str(code).strip()[:40] if code is not None else ""
+        said = f"an unreadable code ({shown})" if shown else "no error code"
+        return ErrorCode(-1, "Unknown", f"The service gave {said}.",
+                         f"Microsoft Advertising refused the request and gave {said}.", True)
+    return ErrorCode(n, "Unknown", f"Error code {n} is not in linkdesk's table.",
+                     f"Microsoft Advertising refused the request with error code {n}.", n < OWN_CODE_BASE)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -287,6 +302,35 @@ REQUEST_STATUSES: frozenset[S] = frozenset({S.LinkAccepted, S.UnlinkRequested})
 MANAGED: frozenset[S] = BLOCKING - {S.LinkPending}
 
 
+#: A few words that give a wire status name its meaning in a sentence: "LinkPending (waiting for the client)".
+STATUS_SHORT: dict[S, str] = {
+    S.LinkPending: "waiting for the client",
+    S.LinkCanceled: "canceled by the agency",
+    S.LinkExpired: "expired unanswered",
+    S.LinkAccepted: "accepted, about to be linked",
+    S.LinkDeclined: "declined by the client",
+    S.LinkInProgress: "being linked",
+    S.Active: "linked",
+    S.LinkFailed: "linking failed",
+    S.UnlinkRequested: "unlink requested",
+    S.UnlinkPending: "unlink waiting to start",
+    S.UnlinkCanceled: "unlink canceled, still linked",
+    S.UnlinkInProgress: "being unlinked",
+    S.Inactive: "unlinked",
+    S.UnlinkFailed: "unlink failed, still linked",
+}
+
+
+def describe_status(status: S | str | None) -> str:
+    """A status name with its meaning, for use inside a sentence: 'LinkPending (waiting for the client)'."""
+    if status is None or status == "":
+        return "without a status"
+    try:
+        return f"{S(status).value} ({STATUS_SHORT[S(status)]})"
+    except ValueError:
+        return f"'{str(status)[:40]}' (a status this version of linkdesk does not know)"
+
+
 def transition(frm: S | str | None, to: S | str | None, party: Party) -> Transition | None:
     """The lifecycle transition from ``frm`` to ``to`` caused by ``party``, or None when there is none."""
     for t in LIFECYCLE:
@@ -322,6 +366,7 @@ def invited_at(link: ClientLink) -> datetime | None:
 
 
 def expires_at(invited: datetime) -> datetime:
+    """When a pending invitation made at ``invited`` expires (decision 3: 30 days later)."""
     return _utc(invited) + EXPIRY
 
 
@@ -331,14 +376,21 @@ def is_expired(invited: datetime | None, now: datetime) -> bool:
 
 
 def days_left(invited: datetime | None, now: datetime) -> int | None:
-    """Whole days until a pending invitation expires (0 on its last day, negative once expired)."""
+    """Whole days until a pending invitation expires (0 on its last day, negative once expired).
+
+    Consistent with ``is_expired``: ``days_left(...) < 0`` exactly when the invitation has expired, including at the
+    very instant of expiry (when floor division alone would still say 0).
+    """
     if invited is None:
         return None
     remaining = expires_at(invited) - _utc(now)
+    if remaining <= timedelta(0):
+        return min(remaining.days, -1)
     return remaining.days
 
 
 def accept_possible_at(invited: datetime) -> datetime:
+    """The earliest time the client can accept an invitation made at ``invited`` (decision 4: 6 hours later)."""
     return _utc(invited) + ACCEPT_COOLDOWN
 
 
@@ -385,6 +437,20 @@ def _fmt_time(d: datetime) -> str:
     return f"{d.day} {d:%b %Y %H:%M} UTC"
 
 
+def _cap(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def _quote(value: object) -> str:
+    """A user-supplied value quoted for a message, cut to 40 characters."""
+    return f"'{str(value)[:40]}'"
+
+
+def _blank(value: object) -> bool:
+    """Empty on the wire: nil, an empty string, or an empty list."""
+    return value is None or value == "" or value == ()
+
+
 def entity_label(link: ClientLink) -> str:
     """How people name the client side of a link: 'account Contoso Shoes (F1000001)'."""
     kind = "customer" if link.link_type == LinkType.CustomerLink else "account"
@@ -399,13 +465,55 @@ def _agency_label(actor: Actor) -> str:
     return actor.customer_name or f"customer {actor.customer_id}"
 
 
+#: Each ClientLink element in words, for messages ("{kind}" is "account" or "customer").
+_FIELD_WORDS: dict[str, str] = {
+    "type": "the link type",
+    "client_entity_id": "the client {kind} id",
+    "client_entity_number": "the client {kind} number",
+    "client_entity_name": "the client {kind} name",
+    "managing_customer_id": "the managing customer id",
+    "managing_customer_number": "the managing customer number",
+    "managing_customer_name": "the managing customer name",
+    "note": "the note",
+    "name": "the link name",
+    "inviter_email": "the inviter's email",
+    "inviter_name": "the inviter's name",
+    "inviter_phone": "the inviter's phone",
+    "is_bill_to_client": "who pays",
+    "start_date": "the start date",
+    "status": "the status",
+    "suppress_notification": "the choice to suppress the email to the client",
+    "last_modified_date_time": "the time of the last change",
+    "last_modified_by_user_id": "the user who made the last change",
+    "timestamp": "the change token",
+    "forward_compatibility_map": "the forward compatibility map",
+    "customer_link_permission": "the permission",
+    "client_entity_customer_number": "the client customer number",
+}
+
+
+def field_label(attr: str, link_type: LinkType | str | None = None) -> str:
+    """A ClientLink element (snake_case attribute or wire name) in words, with its wire name: 'who pays
+    (IsBillToClient)'."""
+    attr = WIRE_TO_ATTR.get(attr, attr)
+    kind = "customer" if link_type == LinkType.CustomerLink else "account"
+    words = _FIELD_WORDS.get(attr, attr).format(kind=kind)
+    wire = CLIENT_LINK_WIRE.get(attr)
+    return f"{words} ({wire})" if wire else words
+
+
 def _id_violation(field: str, value: object, what: str) -> Violation | None:
     if value is None:
         return None
+    if isinstance(value, str) and value.strip().isdigit():
+        return Violation(field, E_INVALID_ID, f"The {what} id was given as text ({_quote(value)}); give it as a "
+                                              "number.")
     if isinstance(value, bool) or not isinstance(value, int):
-        return Violation(field, E_INVALID_ID, f"The {what} id must be a whole number, not {str(value)[:40]!r}.")
-    if not 1 <= value <= _MAX_ID:
+        return Violation(field, E_INVALID_ID, f"The {what} id must be a whole number, not {_quote(value)}.")
+    if value < 1:
         return Violation(field, E_INVALID_ID, f"The {what} id must be a positive number; {value} is not valid.")
+    if value > _MAX_ID:
+        return Violation(field, E_INVALID_ID, f"The {what} id {value} is too large; ids are at most {_MAX_ID}.")
     return None
 
 
@@ -414,22 +522,26 @@ def _number_violation(field: str, value: object, what: str) -> Violation | None:
         return None
     if not isinstance(value, str) or not _NUMBER_RE.match(value):
         return Violation(field, E_INVALID_ID, f"The {what} number must be 4 to 20 letters and digits, "
-                                              f"not {str(value)[:40]!r}.")
+                                              f"not {_quote(value)}.")
     return None
 
 
 def may_send_invitation(actor: Actor, link_type: LinkType) -> str | None:
-    """None when the actor's role may invite for this link type; else the reason in words."""
+    """None when the actor's role may invite for this link type; else the reason in words (decision 5)."""
     agency = _agency_label(actor)
     if link_type == LinkType.CustomerLink:
         if actor.role != Role.SuperAdmin:
             return (f"Only a Super Admin of {agency} can send customer-level invitations; "
-                    f"you are {_a(actor.role.label)}.")
+                    f"you are {_a(_role_label(actor))}.")
         return None
     if actor.role not in (Role.SuperAdmin, Role.Standard):
         return (f"Only a Super Admin or Standard User of {agency} can send account invitations; "
-                f"you are {_a(actor.role.label)}.")
+                f"you are {_a(_role_label(actor))}.")
     return None
+
+
+def _role_label(actor: Actor) -> str:
+    return actor.role.label if isinstance(actor.role, Role) else f"user with role {actor.role}"
 
 
 def _a(label: str) -> str:
@@ -450,6 +562,13 @@ def _same_manager(link: ClientLink, draft: ClientLink, actor: Actor) -> bool:
     return link.managing_customer_id == actor.customer_id
 
 
+def _blank_to_none(link: ClientLink) -> ClientLink:
+    """The same link with empty strings read as nil, as the service reads them (an empty form field is not set)."""
+    changes = {a: None for a in CLIENT_LINK_WIRE
+               if a not in ("suppress_notification", "forward_compatibility_map") and getattr(link, a) == ""}
+    return link.replace(**changes) if changes else link
+
+
 def check_new_invitation(
     draft: ClientLink,
     *,
@@ -460,21 +579,25 @@ def check_new_invitation(
 ) -> list[Violation]:
     """Every rule a new invitation (AddClientLinks item) breaks; an empty list means it may be sent.
 
-    ``existing`` holds the known links of the draft's client entity (any managing customer); ``client_account`` the
-    client account when known (for the prepaid check).
+    ``existing`` holds the known links of the draft's client entity (any managing customer; the function picks the
+    draft's pair itself); ``client_account`` the client account when known (for the prepaid check). Empty strings
+    count as not set.
     """
     v: list[Violation] = []
+    draft = _blank_to_none(draft)
     link_type = draft.type if draft.type is not None else LinkType.AccountLink
     if not isinstance(link_type, LinkType):
         try:
             link_type = LinkType(link_type)
         except ValueError:
             v.append(Violation("Type", E_LINK_TYPE_INVALID,
-                               f"The link type must be AccountLink or CustomerLink, not {str(link_type)[:40]!r}."))
+                               f"The link type must be AccountLink (one account) or CustomerLink (a whole client "
+                               f"customer), not {_quote(link_type)}."))
             link_type = LinkType.AccountLink
     kind = "customer" if link_type == LinkType.CustomerLink else "account"
 
     # Exactly one of id / number, for the client entity and for the managing customer.
+    bad_manager_id = False
     for id_field, num_field, what in (
         ("client_entity_id", "client_entity_number", f"client {kind}"),
         ("managing_customer_id", "managing_customer_number", "managing customer"),
@@ -486,43 +609,56 @@ def check_new_invitation(
                                f"Give either the {what} id or its number, not both."))
         elif id_value is None and num_value is None:
             v.append(Violation(id_wire, E_ID_OR_NUMBER_REQUIRED, f"Give the {what} id or its number."))
-        for bad in (_id_violation(id_wire, id_value, what), _number_violation(num_wire, num_value, what)):
-            if bad:
-                v.append(bad)
+        bad_id = _id_violation(id_wire, id_value, what)
+        bad_number = _number_violation(num_wire, num_value, what)
+        v.extend(b for b in (bad_id, bad_number) if b)
+        if id_field == "managing_customer_id":
+            bad_manager_id = bad_id is not None or bad_number is not None
 
     # Who pays, and permission, depend on the link type.
+    perm = draft.customer_link_permission
     if link_type == LinkType.AccountLink:
         if draft.is_bill_to_client is None:
             v.append(Violation("IsBillToClient", E_BILL_TO_REQUIRED,
                                "Say who pays for an account link: the client (bill to client) or your agency."))
-        if draft.customer_link_permission is not None:
+        elif not isinstance(draft.is_bill_to_client, bool):
+            v.append(Violation("IsBillToClient", E_FIELD_INVALID,
+                               f"Who pays must be yes (the client pays) or no (your agency pays), not "
+                               f"{_quote(draft.is_bill_to_client)}."))
+        if perm is not None:
             v.append(Violation("CustomerLinkPermission", E_PERMISSION_NOT_APPLICABLE,
                                "Permission applies only to customer-level links; leave it empty for an account link."))
     else:
         if draft.is_bill_to_client is not None:
             v.append(Violation("IsBillToClient", E_BILL_TO_NOT_APPLICABLE,
                                "Who pays is not set on customer-level links; leave it empty."))
-        perm = draft.customer_link_permission
         if perm is not None and perm not in (CustomerLinkPermission.Administrative, CustomerLinkPermission.Standard):
             v.append(Violation("CustomerLinkPermission", E_PERMISSION_INVALID,
-                               f"Permission must be Administrative or Standard, not {str(perm)[:40]!r}."))
+                               f"Permission must be Administrative or Standard, not {_quote(perm)}."))
 
-    if draft.name is not None and len(draft.name) > NAME_MAX:
+    if draft.name is not None and len(str(draft.name)) > NAME_MAX:
         v.append(Violation("Name", E_NAME_TOO_LONG,
-                           f"The link name can have at most {NAME_MAX} characters; this one has {len(draft.name)}."))
+                           f"The link name can have at most {NAME_MAX} characters; this one has "
+                           f"{len(str(draft.name))}."))
 
-    for attr in ("client_entity_name", "managing_customer_name", "status", "last_modified_date_time",
-                 "last_modified_by_user_id", "timestamp"):
+    for attr in READ_ONLY_ON_ADD:
         if getattr(draft, attr) is not None:
-            wire = CLIENT_LINK_WIRE[attr]
-            v.append(Violation(wire, E_READ_ONLY,
-                               f"{wire} is set by Microsoft Advertising and cannot be given on a new invitation."))
+            v.append(Violation(CLIENT_LINK_WIRE[attr], E_READ_ONLY,
+                               f"{_cap(field_label(attr, link_type))} is set by Microsoft Advertising and cannot be "
+                               "given on a new invitation."))
 
     # The inviter: must act for the managing customer, with a role that may invite for this link type.
-    if draft.managing_customer_id is not None and draft.managing_customer_id != actor.customer_id:
-        v.append(Violation("ManagingCustomerId", E_NOT_AUTHORIZED,
-                           f"You can only send invitations on behalf of {_agency_label(actor)}, the customer you "
-                           f"are signed in to, not customer {draft.managing_customer_id}."))
+    if not bad_manager_id:
+        if draft.managing_customer_id is not None and draft.managing_customer_id != actor.customer_id:
+            v.append(Violation("ManagingCustomerId", E_NOT_AUTHORIZED,
+                               f"You can only send invitations on behalf of {_agency_label(actor)}, the customer you "
+                               f"are signed in to, not customer {draft.managing_customer_id}."))
+        elif (draft.managing_customer_number is not None and actor.customer_number is not None
+              and draft.managing_customer_number != actor.customer_number):
+            v.append(Violation("ManagingCustomerNumber", E_NOT_AUTHORIZED,
+                               f"You can only send invitations on behalf of {_agency_label(actor)} "
+                               f"({actor.customer_number}), the customer you are signed in to, not customer "
+                               f"{draft.managing_customer_number}."))
     refusal = may_send_invitation(actor, link_type)
     if refusal:
         v.append(Violation(None, E_NOT_AUTHORIZED, refusal))
@@ -537,18 +673,22 @@ def check_new_invitation(
         if not _same_client(link, draft) or link.link_type != link_type:
             continue
         status = effective_status(link, now)
+        label = _cap(entity_label(link))
         if _same_manager(link, draft, actor):
             if status in BLOCKING:
                 since = link.last_modified_date_time
-                label = entity_label(link)
+                when = f" since {_fmt_date(since)}" if since is not None else ""
                 v.append(Violation("ClientEntityId", E_DUPLICATE,
-                                   f"{label[0].upper()}{label[1:]} already has a link in {status} since "
-                                   f"{_fmt_date(since)}; {_blocking_advice(status)}"))
+                                   f"{label} already has a link with your agency in {describe_status(status)}"
+                                   f"{when}; {_blocking_advice(status)}"))
         elif status in MANAGED and link_type == LinkType.AccountLink:
             who = link.managing_customer_name or f"customer {link.managing_customer_id}"
-            v.append(Violation("ClientEntityId", E_OTHER_AGENCY,
-                               f"{entity_label(link)[0].upper()}{entity_label(link)[1:]} is already managed by "
-                               f"another agency ({who}); the client must unlink it there first."))
+            if status in (S.LinkAccepted, S.LinkInProgress):
+                text = (f"{label} is being linked to another agency ({who}); it can be invited only if that "
+                        "agency unlinks it later.")
+            else:
+                text = f"{label} is already managed by another agency ({who}); the client must unlink it there first."
+            v.append(Violation("ClientEntityId", E_OTHER_AGENCY, text))
     return v
 
 
@@ -576,10 +716,13 @@ def party_of(actor: Actor, link: ClientLink, client_customer_id: int | None = No
 
 
 def _norm(attr: str, value: object) -> object:
-    if value is None or value == "" or value == ():
-        return None
+    """A value as the service would store it, so that equal values compare equal across representations."""
     if attr == "type":
-        return str(value)
+        return LinkType.AccountLink.value if _blank(value) else str(value)
+    if attr == "suppress_notification":
+        return bool(value)  # not nillable: nil arrives as false
+    if _blank(value):
+        return None
     if isinstance(value, Enum):
         return value.value
     if isinstance(value, datetime):
@@ -587,32 +730,62 @@ def _norm(attr: str, value: object) -> object:
     return value
 
 
-def _role_refusal(actor: Actor, party: Party | None, link: ClientLink, verb: str) -> str | None:
-    """Why the actor's role may not change this link (None when it may)."""
-    if party is None:
-        return f"You ({_agency_label(actor)}) are on neither side of this link, so you cannot {verb} it."
-    if party == Party.CLIENT:
-        if actor.role != Role.SuperAdmin:
-            return (f"Only a Super Admin of the client {_agency_label(actor)} can {verb} this invitation; "
-                    f"you are {_a(actor.role.label)}.")
-        return None
-    if link.link_type == LinkType.CustomerLink:
-        if actor.role != Role.SuperAdmin:
-            return (f"Only a Super Admin of {_agency_label(actor)} can {verb} customer-level links; "
-                    f"you are {_a(actor.role.label)}.")
-        return None
-    if actor.role not in (Role.SuperAdmin, Role.Standard):
-        return (f"Only a Super Admin or Standard User of {_agency_label(actor)} can {verb} account links; "
-                f"you are {_a(actor.role.label)}.")
-    return None
-
-
-_VERBS = {
+#: What each update asks for, in words: (verb for role messages, object for an agency link, for a client).
+_ASKS: dict[S, str] = {
     S.LinkCanceled: "cancel",
     S.LinkAccepted: "accept",
     S.LinkDeclined: "decline",
     S.UnlinkRequested: "unlink",
 }
+_AGENCY_PHRASES: dict[tuple[str, LinkType], str] = {
+    ("cancel", LinkType.AccountLink): "cancel account invitations",
+    ("unlink", LinkType.AccountLink): "unlink accounts",
+    ("change", LinkType.AccountLink): "change account links",
+    ("cancel", LinkType.CustomerLink): "cancel customer-level invitations",
+    ("unlink", LinkType.CustomerLink): "unlink customer-level links",
+    ("change", LinkType.CustomerLink): "change customer-level links",
+}
+
+
+def _role_refusal(actor: Actor, party: Party | None, link: ClientLink, verb: str) -> str | None:
+    """Why the actor's role may not change this link (None when it may)."""
+    if party is None:
+        return (f"You are signed in to {_agency_label(actor)}, which is on neither side of this link, so you cannot "
+                f"{verb} it.")
+    if party == Party.CLIENT:
+        if actor.role != Role.SuperAdmin:
+            return (f"Only a Super Admin of {_agency_label(actor)} can {verb} this invitation; "
+                    f"you are {_a(_role_label(actor))}.")
+        return None
+    phrase = _AGENCY_PHRASES.get((verb, link.link_type), f"{verb} this link")
+    if link.link_type == LinkType.CustomerLink:
+        if actor.role != Role.SuperAdmin:
+            return f"Only a Super Admin of {_agency_label(actor)} can {phrase}; you are {_a(_role_label(actor))}."
+        return None
+    if actor.role not in (Role.SuperAdmin, Role.Standard):
+        return (f"Only a Super Admin or Standard User of {_agency_label(actor)} can {phrase}; "
+                f"you are {_a(_role_label(actor))}.")
+    return None
+
+
+def _invalid_transition(stored_status: S | str | None, target: S | str) -> str:
+    """Why no update can take a link from ``stored_status`` to ``target``, said by what the target is for."""
+    now_is = describe_status(stored_status)
+    try:
+        target = S(target)
+    except ValueError:
+        return f"There is no client-link status called {_quote(target)}."
+    if target == S.UnlinkRequested:
+        return f"Only an active link can be unlinked; this one is {now_is}."
+    if target == S.LinkCanceled:
+        return f"Only a pending invitation can be canceled; this link is {now_is}."
+    if target in (S.LinkAccepted, S.LinkDeclined):
+        return f"Only a pending invitation can be {_ASKS[target]}d; this link is {now_is}."
+    if target == S.LinkPending:
+        return (f"A link cannot be set back to {describe_status(target)}; this one is {now_is}. Send a new "
+                "invitation once it has ended.")
+    return (f"The status {describe_status(target)} is set only by Microsoft Advertising; an update can only cancel "
+            "an invitation, accept or decline it, or request an unlink.")
 
 
 def check_update(
@@ -627,7 +800,11 @@ def check_update(
     """Every rule an update (UpdateClientLinks item) of ``stored`` into ``requested`` breaks.
 
     Customer Management does full updates: everything but Status and Note must come back as it was read (3083), with
-    the Timestamp read (209). Note left empty means "unchanged".
+    the Timestamp read (209). Note left empty means "unchanged". Ended links refuse every update; links in
+    LinkInProgress / UnlinkInProgress refuse with 1472. The client side may only accept or decline a pending
+    invitation (not within 6 hours of it); the agency may cancel a pending invitation and request an unlink of a link
+    in force (Active, UnlinkFailed, UnlinkCanceled); a request that keeps the status changes only the note, which
+    only the agency may do.
     """
     v: list[Violation] = []
     inv = invited_at if invited_at is not None else _invited_from(stored)
@@ -635,36 +812,45 @@ def check_update(
     label = entity_label(stored)
 
     if current in ENDED:
-        when = "" if current != stored.status else f" on {_fmt_date(stored.last_modified_date_time)}"
-        v.append(Violation("Status", E_LINK_ENDED,
-                           f"The link to {label} ended ({current}){when} and cannot change; send a new invitation "
-                           "instead."))
+        if current != stored.status:  # a pending invitation past its 30 days, before the service says so
+            text = (f"The invitation to {label} expired on {_fmt_date(expires_at(inv))} "  # type: ignore[arg-type]
+                    f"({describe_status(S.LinkExpired)}), 30 days after it was sent, and cannot change; send a new "
+                    "invitation instead.")
+        else:
+            since = stored.last_modified_date_time
+            when = f" since {_fmt_date(since)}" if since is not None else ""
+            text = (f"The link to {label} has ended: it is {describe_status(current)}{when}. An ended link cannot "
+                    "change; send a new invitation instead.")
+        v.append(Violation("Status", E_LINK_ENDED, text))
     elif current in UPDATE_LOCKED:
         v.append(Violation("Status", E_IN_PROGRESS,
-                           f"The link to {label} is {current}: Microsoft Advertising refuses changes while it moves; "
-                           "try again in 5 to 30 minutes."))
+                           f"The link to {label} is {describe_status(current)}, and Microsoft Advertising refuses "
+                           "changes until that finishes; try again in 5 to 30 minutes."))
 
     for attr in COMPARED_ON_UPDATE:
-        if attr == "status":
-            continue
         if _norm(attr, getattr(requested, attr)) != _norm(attr, getattr(stored, attr)):
-            wire = CLIENT_LINK_WIRE[attr]
-            v.append(Violation(wire, E_NOT_UPDATABLE,
-                               f"{wire} cannot be changed by an update; only the status and the note can. "
-                               "Send the link back as it was read."))
+            v.append(Violation(CLIENT_LINK_WIRE[attr], E_NOT_UPDATABLE,
+                               f"{_cap(field_label(attr, stored.link_type))} cannot be changed by an update; only "
+                               "the status and the note can. Send the link back as it was read."))
 
-    if requested.timestamp != stored.timestamp:
+    if _norm("timestamp", requested.timestamp) != _norm("timestamp", stored.timestamp):
         v.append(Violation("Timestamp", E_TIMESTAMP,
                            "The link changed since it was read (its Timestamp differs); read it again and retry."))
 
-    target = requested.status
+    target = None if _blank(requested.status) else requested.status
     if target is None:
-        v.append(Violation("Status", E_STATUS_REQUIRED, "Give the status the link should have."))
+        v.append(Violation("Status", E_STATUS_REQUIRED,
+                           "Give the status the link should have; send its current status to change only the note."))
         return v
     if current in ENDED or current in UPDATE_LOCKED:
         return v  # the status check adds nothing the reasons above do not already say
 
-    if target == stored.status:  # a note-only update
+    if target == stored.status:  # a note-only update: the agency's, never the client's
+        if party == Party.CLIENT:
+            v.append(Violation("Status", E_INVALID_TRANSITION,
+                               "The client side can only accept or decline a pending invitation; anything else "
+                               "about the link is changed by the agency."))
+            return v
         refusal = _role_refusal(actor, party, stored, "change")
         if refusal:
             v.append(Violation(None, E_NOT_AUTHORIZED, refusal))
@@ -673,21 +859,17 @@ def check_update(
     allowed_parties = [t.party for t in LIFECYCLE if t.frm == stored.status and t.to == target
                        and t.kind == Kind.UPDATE]
     if not allowed_parties:
-        options = [str(t.to) for t in LIFECYCLE if t.frm == stored.status and t.kind == Kind.UPDATE]
-        hint = f" From {stored.status} a link can be set to {', '.join(options)}." if options else (
-            f" Nobody can change a link in {stored.status}; the service moves it on by itself.")
-        v.append(Violation("Status", E_INVALID_TRANSITION,
-                           f"A link in {stored.status} cannot be set to {target}.{hint}"))
+        v.append(Violation("Status", E_INVALID_TRANSITION, _invalid_transition(stored.status, target)))
         return v
-    verb = _VERBS.get(target, "change")  # type: ignore[arg-type]
+    verb = _ASKS.get(target, "change")  # type: ignore[arg-type]
     if party not in allowed_parties:
-        who = "the client" if allowed_parties[0] == Party.CLIENT else "the agency"
         if party is None:
             v.append(Violation(None, E_NOT_AUTHORIZED, _role_refusal(actor, party, stored, verb) or ""))
         else:
+            who, side = ("the client", "agency") if allowed_parties[0] == Party.CLIENT else ("the agency", "client")
+            what = "request an unlink" if target == S.UnlinkRequested else f"{verb} this invitation"
             v.append(Violation("Status", E_INVALID_TRANSITION,
-                               f"Only {who} can {verb} this link; you are on the "
-                               f"{'agency' if party == Party.AGENCY else 'client'} side."))
+                               f"Only {who} can {what}; you are on the {side} side."))
         return v
     refusal = _role_refusal(actor, party, stored, verb)
     if refusal:
@@ -794,8 +976,14 @@ def available_actions(
     party: Party | None,
     now: datetime,
     invited_at: datetime | None = None,
+    *,
+    existing: Iterable[ClientLink] = (),
 ) -> list[ActionOption]:
-    """Each action with whether this actor may take it on this link now, and if not, why."""
+    """Each action with whether this actor may take it on this link now, and if not, why.
+
+    ``existing``: other known links of the same client entity, so that a re-invite is refused while a newer link of
+    the pair is open (SearchClientLinks returns only the most recent link per pair, so this is rarely needed).
+    """
     out: list[ActionOption] = []
     for action in (Action.ACCEPT, Action.DECLINE, Action.CANCEL, Action.UNLINK):
         requested = link.replace(status=action.target)
@@ -804,13 +992,21 @@ def available_actions(
     current = effective_status(link, now, invited_at if invited_at is not None else _invited_from(link))
     if current not in ENDED:
         out.append(ActionOption(Action.REINVITE, False,
-                                f"The link is {current}; a new invitation is possible only after it has ended."))
+                                f"This link is {describe_status(current)}; a new invitation is possible only after "
+                                "it has ended."))
     elif party != Party.AGENCY:
         out.append(ActionOption(Action.REINVITE, False, "Only the agency that sent the invitation can re-invite."))
     else:
-        problems = check_new_invitation(reinvite_draft(link), actor=actor, now=now)
+        others = [e for e in existing if e is not link]
+        problems = check_new_invitation(reinvite_draft(link), actor=actor, now=now, existing=others)
         out.append(ActionOption(Action.REINVITE, not problems, problems[0].message if problems else None))
     return out
+
+
+#: Statuses in which a link waits for the service (design.md §5, link detail); UnlinkRequested is the agency's
+#: write-only request, which the service moves on from at once, so it gets a reason too.
+WAITING: frozenset[S] = frozenset({S.LinkAccepted, S.LinkInProgress, S.UnlinkRequested, S.UnlinkPending,
+                                   S.UnlinkInProgress})
 
 
 def waiting_reason(link: ClientLink, now: datetime) -> str | None:
@@ -819,23 +1015,24 @@ def waiting_reason(link: ClientLink, now: datetime) -> str | None:
     start = link.start_date
     later_start = start is not None and _utc(start) > _utc(now)
     if status == S.LinkAccepted:
-        return ("The client accepted. Microsoft Advertising now starts the billing transition; the link moves to "
-                "LinkInProgress, usually within minutes.")
+        return ("The client accepted. Microsoft Advertising now starts the billing transition; the link then shows "
+                f"as {describe_status(S.LinkInProgress)}, usually within minutes.")
     if status == S.LinkInProgress:
         text = "Waiting for the billing transition to complete, which usually takes 5 to 30 minutes"
         if later_start:
             text += f", and for the start date ({_fmt_date(start)}) to arrive"
-        return text + ". Changes to the account are refused until then (1472)."
+        return text + ". Changes to the account are refused until then (error 1472)."
     if status == S.UnlinkRequested:
-        return "The unlink was requested; Microsoft Advertising moves it to UnlinkPending immediately."
+        return (f"The unlink was requested; Microsoft Advertising moves it to {describe_status(S.UnlinkPending)} "
+                "immediately.")
     if status == S.UnlinkPending:
-        return ("The unlink waits for system resources and usually moves to UnlinkInProgress quickly; the agency "
-                "still manages the account meanwhile.")
+        return (f"The unlink waits for system resources and usually becomes {describe_status(S.UnlinkInProgress)} "
+                "quickly; the agency still manages the account meanwhile.")
     if status == S.UnlinkInProgress:
         text = "Waiting for the billing transition back to the client, which usually takes 5 to 30 minutes"
         if later_start:
             text += f"; the unlink completes on or after the start date ({_fmt_date(start)})"
-        return text + ". Changes to the account are refused until then (1472)."
+        return text + ". Changes to the account are refused until then (error 1472)."
     return None
 
 
@@ -866,4 +1063,4 @@ def status_text(status: S | str | None) -> str:
     try:
         return STATUS_TEXT[S(status)]
     except ValueError:
-        return f"Status {str(status)[:40]!r} is newer than this version of linkdesk knows."
+        return f"The status {_quote(status)} is unknown to this version of linkdesk (probably newer)."
