@@ -663,6 +663,19 @@ def check_new_invitation(
     if refusal:
         v.append(Violation(None, E_NOT_AUTHORIZED, refusal))
 
+    # Nobody manages itself: a customer link to the inviting customer, or an account link to one of its own accounts.
+    manager = draft.managing_customer_id if not bad_manager_id and draft.managing_customer_id is not None \
+        else actor.customer_id
+    if link_type == LinkType.CustomerLink and draft.client_entity_id is not None \
+            and draft.client_entity_id == manager:
+        v.append(Violation("ClientEntityId", E_FIELD_INVALID,
+                           "A customer cannot invite itself; give the id of the client customer to manage."))
+    if (link_type == LinkType.AccountLink and client_account is not None
+            and client_account.parent_customer_id == manager):
+        v.append(Violation("ClientEntityId", E_FIELD_INVALID,
+                           f"Account {client_account.name} already belongs to the managing customer; only another "
+                           "customer's account can be invited."))
+
     if link_type == LinkType.AccountLink and client_account is not None and client_account.prepaid:
         v.append(Violation("ClientEntityId", E_PREPAID,
                            f"Account {client_account.name} is prepaid, and prepaid accounts cannot be managed by an "
