@@ -826,9 +826,9 @@ def check_update(
 
     if current in ENDED:
         if current != stored.status:  # a pending invitation past its 30 days, before the service says so
-            text = (f"The invitation to {label} expired on {_fmt_date(expires_at(inv))} "  # type: ignore[arg-type]
-                    f"({describe_status(S.LinkExpired)}), 30 days after it was sent, and cannot change; send a new "
-                    "invitation instead.")
+            text = (f"The invitation to {label} expired unanswered on "
+                    f"{_fmt_date(expires_at(inv))} (LinkExpired), 30 days after it was sent; "  # type: ignore[arg-type]
+                    "it cannot change, so send a new invitation instead.")
         else:
             since = stored.last_modified_date_time
             when = f" since {_fmt_date(since)}" if since is not None else ""
@@ -998,11 +998,14 @@ def available_actions(
     the pair is open (SearchClientLinks returns only the most recent link per pair, so this is rarely needed).
     """
     out: list[ActionOption] = []
+    current = effective_status(link, now, invited_at if invited_at is not None else _invited_from(link))
     for action in (Action.ACCEPT, Action.DECLINE, Action.CANCEL, Action.UNLINK):
+        if current == action.target:  # e.g. unlinking a link whose unlink was just requested: nothing to do
+            out.append(ActionOption(action, False, f"This link is already {describe_status(current)}."))
+            continue
         requested = link.replace(status=action.target)
         problems = check_update(link, requested, actor=actor, party=party, now=now, invited_at=invited_at)
         out.append(ActionOption(action, not problems, problems[0].message if problems else None))
-    current = effective_status(link, now, invited_at if invited_at is not None else _invited_from(link))
     if current not in ENDED:
         out.append(ActionOption(Action.REINVITE, False,
                                 f"This link is {describe_status(current)}; a new invitation is possible only after "

@@ -146,7 +146,7 @@ WIRE_FIELDS = [
     "ForwardCompatibilityMap", "CustomerLinkPermission", "ClientEntityCustomerNumber",
 ]
 ARTEFACTS = ["<", ">", "None", "Status.", "ClientLinkStatus.", "LinkType.", "Role.", "Party.", "Kind.", "Action.",
-             "{", "}", "  ", " .", " ,", "..", ";.", "()", "''", "\n", "Traceback", "self", "__"]
+             "{", "}", "  ", " .", " ,", "..", ";.", "()", "''", "\n", "Traceback", "self.", "__"]
 
 
 def message_problems(msg: str) -> list[str]:
