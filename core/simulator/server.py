@@ -48,6 +48,7 @@ SERVICE_PATH = "/Api/CustomerManagement/v13/CustomerManagementService.svc"
 LOOPBACK = "127.0.0.1"
 DEFAULT_MAX_BODY = 10 * 1024 * 1024
 DEFAULT_READ_TIMEOUT = 10.0
+DEFAULT_MAX_CONNECTIONS = 256
 
 #: ``fn(path, headers, body) -> (status, content_type, body_bytes)``; headers with lower-cased names.
 RouteHandler = Callable[[str, dict[str, str], bytes], tuple[int, str, bytes]]
@@ -138,6 +139,31 @@ class _HTTPServer(ThreadingHTTPServer):
     def handle_error(self, request: Any, client_address: Any) -> None:
         # socketserver would print the traceback to stderr; keep it in the log.
         log.debug("connection from %s ended with an error", client_address, exc_info=True)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        # Bound the connection threads: a flood of idle or stalled clients gets a quick 503, not a thread each.
+        if not self.owner._slots.acquire(blocking=False):
+            log.warning("too many open connections (%d); refusing %s", self.owner.max_connections, client_address)
+            try:
+                request.sendall(
+                    b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nRetry-After: 1\r\n"
+                    b"Connection: close\r\n\r\n"
+                )
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.owner._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.owner._slots.release()
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -323,8 +349,14 @@ class _Handler(BaseHTTPRequestHandler):
             try:
                 override = owner.before_request(ctx)
             except SimulatorFault as fault:
+                self._send(500, "text/xml; charset=utf-8", owner._fault_bytes(fault, str(uuid.uuid4())))
+                return
+            except ConnectionAbort:
+                raise
+            except Exception:
                 tracking_id = str(uuid.uuid4())
-                self._send(500, "text/xml; charset=utf-8", soap.serialize_fault(fault, tracking_id))
+                log.exception("the before_request hook failed (TrackingId %s)", tracking_id)
+                self._send(500, "text/xml; charset=utf-8", owner._fault_bytes(soap.internal_error(), tracking_id))
                 return
             if override is not None:
                 status, content_type, payload = override
@@ -341,7 +373,12 @@ class SoapServer:
     ``handler(request: soap.Request) -> dict`` returns the response payload (see ``soap.serialize_response``) or
     raises a ``faults.SimulatorFault``. ``before_request(ctx: HookContext)`` (optional, for injected latency or
     faults) runs before parsing: it may sleep, return ``(status, content_type, bytes)`` to send instead, raise a
-    SimulatorFault to answer with that fault, or raise ConnectionAbort to drop the connection.
+    SimulatorFault to answer with that fault, or raise ConnectionAbort to drop the connection. It can also be set
+    or cleared later through the ``before_request`` attribute.
+
+    Each connection has its own daemon thread with a ``read_timeout`` on its socket (a stalled client only holds
+    its own thread, and loses it after the timeout); at most ``max_connections`` are served at once, further ones
+    get an immediate 503. Bodies above ``max_body`` bytes get 413 before they are read.
     """
 
     def __init__(
@@ -352,6 +389,7 @@ class SoapServer:
         *,
         max_body: int = DEFAULT_MAX_BODY,
         read_timeout: float = DEFAULT_READ_TIMEOUT,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
         before_request: Callable[[HookContext], tuple[int, str, bytes] | None] | None = None,
     ):
         if host != LOOPBACK:
@@ -359,11 +397,13 @@ class SoapServer:
                 f"The simulator only listens on {LOOPBACK} (asked for {host!r}); it is a local test service and "
                 "must not be reachable from other machines."
             )
-        if max_body <= 0 or read_timeout <= 0:
-            raise ValueError("max_body and read_timeout must be positive.")
+        if max_body <= 0 or read_timeout <= 0 or max_connections <= 0:
+            raise ValueError("max_body, read_timeout and max_connections must be positive.")
         self.handler = handler
         self.max_body = max_body
         self.read_timeout = read_timeout
+        self.max_connections = max_connections
+        self._slots = threading.BoundedSemaphore(max_connections)
         self.before_request = before_request
         self.stats = ServerStats()
         self._routes: dict[tuple[str, str], RouteHandler] = {}

@@ -737,3 +737,37 @@ def test_stop_without_start_and_serve_forever_in_a_thread():
     srv.stop()
     t.join(5)
     assert not t.is_alive()
+
+
+def test_connection_cap_answers_503_and_recovers():
+    srv = SoapServer(lambda r: {"User": None, "CustomerRoles": []}, read_timeout=0.5, max_connections=2)
+    with srv:
+        idle = [socket.create_connection(("127.0.0.1", srv.port), timeout=3) for _ in range(2)]
+        try:
+            time.sleep(0.1)  # both accepted and holding their slots
+            reply = raw_exchange(srv, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert reply.startswith(b"HTTP/1.1 503 ")
+            for s in idle:
+                assert s.recv(10) == b""  # dropped after the read timeout, freeing the slots
+        finally:
+            for s in idle:
+                s.close()
+        time.sleep(0.1)
+        status, _, _ = post_raw(srv, envelope("<t:GetUserRequest/>"))
+        assert status == 200
+
+
+def test_a_failing_hook_is_an_internal_error(cm, server, service, sdk, caplog):
+    service.respond("GetUser", {"User": None, "CustomerRoles": []})
+
+    def broken_hook(ctx):
+        raise KeyError("hook bug")
+
+    server.before_request = broken_hook
+    with caplog.at_level(logging.ERROR, logger="linkdesk.core.simulator.server"):
+        with pytest.raises(sdk.WebFault) as info:
+            cm.GetUser(UserId=None)
+    assert info.value.fault.detail.AdApiFaultDetail.Errors.AdApiError.ErrorCode == "InternalError"
+    assert "hook bug" in caplog.text
+    server.before_request = None
+    assert cm.GetUser(UserId=None).User is None
