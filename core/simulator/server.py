@@ -307,6 +307,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _serve_info(self) -> None:
         owner = self.server.owner
+        if self.headers.get("Content-Length", "0").strip() not in ("", "0"):
+            self.close_connection = True  # an unread body must not be taken for the next request
         query = urlsplit(self.path).query.lower()
         if query in ("wsdl", "singlewsdl"):
             self._send(200, "text/xml; charset=utf-8", owner.wsdl_bytes())
