@@ -71,6 +71,7 @@ class SignIn:
     store: str = "file"  # where the secrets are: "keyring" or "file"
     service_url: str | None = None  # None: Microsoft's endpoint for the environment
     token_url: str | None = None  # None: Microsoft's token endpoint
+    role_id: int | None = None  # the user's role at its customer when it signed in
 
     @staticmethod
     def profile_for(customer_id: int) -> str:

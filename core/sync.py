@@ -1,0 +1,468 @@
+"""Sync: read the hierarchy and every client link from the API (live or the simulator) into the cache.
+
+A full sync follows the tree recipe of client-links-api.md §2:
+
+1. ``GetUser(nil)``: who is signed in, and the customer roles (which customers it reaches).
+2. ``GetUsersInfo`` + ``GetUser`` per user of the signed-in customer: each user's role and reachable accounts.
+3. ``GetAccountsInfo(OnlyParentAccounts)`` (owned accounts) and ``GetLinkedAccountsAndCustomersInfo`` (owned + linked
+   accounts and child manager customers, recursed at most five levels); ``SearchAccounts(UserId)`` pages for the full
+   account details (parent customer, bill-to, linked agencies); ``GetCustomersInfo`` / ``GetCustomer`` for names.
+4. Client links, sent (``DirectManagingCustomerId`` = the signed-in customer) and received (``ClientAccountId In``
+   batches of 10 owned account ids, and ``ClientCustomerId`` = the signed-in customer), paged by 100 with bounded
+   concurrency.
+
+Everything goes through the cache's snapshot writer, which is atomic: a sync that fails, is cancelled or is killed
+leaves the previous complete state readable. Errors become a :class:`SyncResult` with the ApiError's one-sentence
+message, never a traceback.
+
+A sync may combine several *views* (one API client per signed-in identity): the first, primary view brings the
+hierarchy and the sent links; further views (the demo's client identities) add their own customer, their accounts and
+the links they received. :func:`resync_links` re-reads just the links an action touched.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
+
+from .model import Account, ClientLink, Customer, LinkKey, LinkType, User
+
+if TYPE_CHECKING:  # the adapter imports nothing heavy at module level, but keep sync importable on its own
+    from .api import ApiError, CustomerManagementApi
+
+log = logging.getLogger(__name__)
+
+#: Links handed to the snapshot writer at a time (bounded memory at 100,000 links).
+WRITE_CHUNK = 1_000
+#: Client ids per ``In`` predicate (SearchClientLinks allows at most 10 values).
+IN_BATCH = 10
+#: SearchAccounts page size (the documented maximum).
+ACCOUNT_PAGE = 1_000
+#: Parent customers whose names are fetched one by one (GetCustomer) when GetCustomersInfo did not name them.
+MAX_CUSTOMER_LOOKUPS = 200
+#: Manager-account depth the service supports ("only 5 levels of depth").
+MAX_DEPTH = 5
+
+
+@dataclass(frozen=True)
+class SyncProgress:
+    """Where a sync is: ``phase`` (hierarchy, users, accounts, links, saving), ``done`` of ``total`` (None = unknown
+    yet; for links it grows as pages arrive), and a short sentence."""
+
+    phase: str
+    done: int
+    total: int | None
+    message: str
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    """How a sync ended. ``links``: links in the cache afterwards; ``changed``: links new or changed by this sync."""
+
+    ok: bool
+    cancelled: bool
+    links: int
+    changed: int
+    message: str
+    error: "ApiError | None" = None
+
+
+class SyncCancelled(Exception):
+    """Internal: the cancel event was set."""
+
+
+ProgressFn = Callable[[SyncProgress], None]
+
+
+@dataclass
+class _Run:
+    """The state of one sync run: reporting, cancellation, and what was collected."""
+
+    progress: ProgressFn | None
+    cancel: threading.Event | None
+    customers: dict[int, Customer] = field(default_factory=dict)
+    accounts: dict[int, Account] = field(default_factory=dict)
+    users: dict[int, User] = field(default_factory=dict)
+    link_keys: set[LinkKey] = field(default_factory=set)
+    written_customers: set[int] = field(default_factory=set)
+    users_meta_written: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    def check(self) -> None:
+        if self.cancel is not None and self.cancel.is_set():
+            raise SyncCancelled()
+
+    def report(self, phase: str, done: int, total: int | None, message: str) -> None:
+        self.check()
+        if self.progress is not None:
+            self.progress(SyncProgress(phase, done, total, message))
+
+
+@dataclass(frozen=True)
+class View:
+    """One identity's API client. ``primary``: bring the hierarchy and the sent links too."""
+
+    api: "CustomerManagementApi"
+    primary: bool = True
+
+
+def full_sync(
+    cache: Any,
+    views: Sequence[View] | "CustomerManagementApi",
+    *,
+    clock: Callable[[], datetime],
+    progress: ProgressFn | None = None,
+    cancel: threading.Event | None = None,
+    concurrency: int = 4,
+) -> SyncResult:
+    """Read everything the views can see into ``cache`` as one atomic snapshot. Never raises for API failures.
+
+    ``views``: a list of :class:`View` (or a single API client, taken as the primary view). ``clock`` gives the time
+    the snapshot is stamped with.
+    """
+    from .api import ApiError, Cancelled
+
+    if not isinstance(views, (list, tuple)):
+        views = [View(views, True)]
+    run = _Run(progress, cancel)
+    writer = None
+    try:
+        run.report("hierarchy", 0, None, "Starting the sync.")
+        writer = cache.begin_snapshot(clock())
+        for i, view in enumerate(views):
+            _sync_view(view, run, writer, concurrency)
+        run.report("saving", 0, None, "Saving the snapshot.")
+        summary = writer.commit(clock())
+        writer = None
+    except (SyncCancelled, Cancelled):
+        if writer is not None:
+            writer.abort("cancelled by the user", clock(), cancelled=True)
+        return SyncResult(False, True, _cached_links(cache), 0,
+                          "Sync cancelled; the cache still holds the previous sync.")
+    except ApiError as err:
+        if writer is not None:
+            writer.abort(err.user_message, clock())
+        return SyncResult(False, False, _cached_links(cache), 0,
+                          f"{err.user_message} The cache still holds the previous sync.", err)
+    except BaseException as exc:
+        log.debug("sync failed unexpectedly", exc_info=True)
+        if writer is not None:
+            try:
+                writer.abort(f"unexpected error: {type(exc).__name__}", clock())
+            except Exception:
+                pass
+        if isinstance(exc, Exception):
+            return SyncResult(False, False, _cached_links(cache), 0,
+                              f"The sync stopped because of an unexpected error ({type(exc).__name__}); the cache "
+                              "still holds the previous sync.")
+        raise
+    links, changed = summary.links or 0, summary.events or 0
+    message = f"Synced {links:,} link{'s' if links != 1 else ''}"
+    message += f" ({changed:,} new or changed)." if changed else "; nothing changed."
+    if run.notes:
+        message += " " + " ".join(run.notes)
+    if progress is not None:
+        progress(SyncProgress("done", links, links, message))
+    return SyncResult(True, False, links, changed, message)
+
+
+def _cached_links(cache: Any) -> int:
+    try:
+        return int(cache.link_count())
+    except Exception:
+        return 0
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# One view
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _sync_view(view: View, run: _Run, writer: Any, concurrency: int) -> None:
+    from .api import AuthError, Predicate, RequestRefused
+
+    api = view.api
+    run.report("hierarchy", 0, None, "Reading who you are.")
+    me, _roles = api.get_user(None)
+    own = me.customer_id
+    run.users[me.id] = me
+    if view.primary and not run.users_meta_written:
+        run.users_meta_written = True
+        writer.set_meta("user_id", str(me.id))
+        writer.set_meta("customer_id", str(own))
+        writer.set_meta("user_name", me.user_name)
+
+    # The signed-in customer itself.
+    if own not in run.customers:
+        try:
+            run.customers[own] = api.get_customer(own)
+        except (AuthError, RequestRefused):
+            run.customers[own] = Customer(id=own, name="")
+        if view.primary:
+            writer.set_meta("customer_name", run.customers[own].name)
+    run.check()
+
+    # Users of the signed-in customer and their roles (primary view only: the agency's people).
+    new_users: list[User] = [me]
+    if view.primary:
+        try:
+            infos = api.get_users_info(own)
+        except (AuthError, RequestRefused):
+            infos = []
+            run.notes.append("Your role cannot list the other users of your customer.")
+        others = [u for u in infos if u.id not in run.users]
+        run.report("users", 0, len(others), f"Reading {len(others)} users.")
+        for n, user in enumerate(_each_concurrently(lambda u: _get_user_or_none(api, u.id, u.user_name, own),
+                                                    others, concurrency, run), 1):
+            run.users[user.id] = user
+            new_users.append(user)
+            run.report("users", n, len(others), f"Read {n} of {len(others)} users.")
+    writer.add_users(new_users)
+
+    # Accounts: owned, linked, and those of child manager customers.
+    run.report("accounts", 0, None, "Reading accounts.")
+    owned_ids = [a.id for a in api.get_accounts_info(own, only_parent_accounts=True)]
+    infos_by_id = {}
+    child_customers: dict[int, str | None] = {}
+    if view.primary:
+        frontier = [own]
+        for depth in range(MAX_DEPTH):
+            next_frontier = []
+            for cid in frontier:
+                run.check()
+                try:
+                    acc_infos, cust_infos = api.get_linked_accounts_and_customers_info(cid, False)
+                except (AuthError, RequestRefused):
+                    continue
+                for a in acc_infos:
+                    infos_by_id.setdefault(a.id, a)
+                for c in cust_infos:
+                    if c.id != own and c.id not in child_customers:
+                        child_customers[c.id] = c.name
+                        next_frontier.append(c.id)
+            frontier = next_frontier
+            if not frontier:
+                break
+    details = _search_accounts(api, me.id, run) if view.primary else _search_own_accounts(api, own, run)
+    new_accounts: dict[int, Account] = {}
+    for acc in details:
+        new_accounts[acc.id] = acc
+    for aid in owned_ids:
+        if aid not in new_accounts:
+            info = infos_by_id.get(aid)
+            new_accounts[aid] = Account(id=aid, name=(info.name if info else None) or "",
+                                        number=info.number if info else None, parent_customer_id=own)
+    # Linked accounts SearchAccounts did not detail have no known parent customer: they are left out of the accounts
+    # table (the client tree groups their links under "owner unknown" instead of inventing a customer).
+    fresh = {aid: a for aid, a in new_accounts.items() if aid not in run.accounts}
+    run.accounts.update(fresh)
+    run.report("accounts", len(run.accounts), len(run.accounts), f"Read {len(run.accounts):,} accounts.")
+
+    # Customers: the parents of the accounts and the child manager customers, named where the API says.
+    wanted = {a.parent_customer_id for a in fresh.values() if a.parent_customer_id} | set(child_customers)
+    wanted -= set(run.customers)
+    if wanted:
+        names: dict[int, str | None] = dict(child_customers)
+        try:
+            for c in api.get_customers_info("", 5000):
+                names.setdefault(c.id, c.name)
+        except (AuthError, RequestRefused):
+            pass
+        unnamed = sorted(cid for cid in wanted if not names.get(cid))[:MAX_CUSTOMER_LOOKUPS]
+        for cust in _each_concurrently(lambda cid: _get_customer_or_none(api, cid), unnamed, concurrency, run):
+            run.customers[cust.id] = cust
+        for cid in wanted:
+            if cid not in run.customers:
+                run.customers[cid] = Customer(id=cid, name=names.get(cid) or "")
+    unwritten = [c for cid, c in run.customers.items() if cid not in run.written_customers]
+    run.written_customers.update(c.id for c in unwritten)
+    writer.add_customers(unwritten)
+    writer.add_accounts(list(fresh.values()))
+
+    # Client links.
+    if view.primary:
+        _stream_links(api, [Predicate("DirectManagingCustomerId", "Equals", own)], run, writer, "sent",
+                      concurrency, tolerate_refusal=True)
+    own_accounts = sorted({aid for aid, a in run.accounts.items() if a.parent_customer_id == own} | set(owned_ids))
+    for start in range(0, len(own_accounts), IN_BATCH):
+        batch = own_accounts[start:start + IN_BATCH]
+        op = "Equals" if len(batch) == 1 else "In"
+        _stream_links(api, [Predicate("ClientAccountId", op, ",".join(map(str, batch)))], run, writer, "received",
+                      concurrency, tolerate_refusal=True)
+    _stream_links(api, [Predicate("ClientCustomerId", "Equals", own)], run, writer, "received", concurrency,
+                  tolerate_refusal=True)
+
+
+def _get_user_or_none(api: Any, user_id: int, user_name: str | None, customer_id: int) -> User | None:
+    from .api import AuthError, RequestRefused
+
+    try:
+        user, _ = api.get_user(user_id)
+        return user
+    except (AuthError, RequestRefused):
+        return User(id=user_id, user_name=user_name or "", customer_id=customer_id)
+
+
+def _get_customer_or_none(api: Any, customer_id: int) -> Customer | None:
+    from .api import AuthError, RequestRefused
+
+    try:
+        return api.get_customer(customer_id)
+    except (AuthError, RequestRefused):
+        return None
+
+
+def _each_concurrently(fn: Callable[[Any], Any], items: Sequence[Any], concurrency: int, run: _Run) -> Iterator[Any]:
+    """``fn`` over ``items`` with at most ``concurrency`` calls in flight, yielding non-None results in order."""
+    if not items:
+        return
+    if concurrency <= 1 or len(items) <= 4:  # each extra thread may build its own SDK client (~0.2 s)
+        for item in items:
+            run.check()
+            out = fn(item)
+            if out is not None:
+                yield out
+        return
+    with ThreadPoolExecutor(min(concurrency, len(items)), thread_name_prefix="linkdesk-sync") as pool:
+        futures = []
+        try:
+            for item in items:
+                futures.append(pool.submit(fn, item))
+            for f in futures:
+                run.check()
+                out = f.result()
+                if out is not None:
+                    yield out
+        finally:
+            for f in futures:
+                f.cancel()
+
+
+def _search_accounts(api: Any, user_id: int, run: _Run) -> list[Account]:
+    """Every account the user can reach, with full details (SearchAccounts by UserId, pages of 1,000)."""
+    from .api import AuthError, Predicate, RequestRefused
+
+    out: list[Account] = []
+    index = 0
+    while True:
+        run.check()
+        try:
+            page = api.search_accounts([Predicate("UserId", "Equals", user_id)], index=index, size=ACCOUNT_PAGE)
+        except (AuthError, RequestRefused):
+            return out
+        out.extend(page)
+        run.report("accounts", len(out), None, f"Read {len(out):,} accounts.")
+        if len(page) < ACCOUNT_PAGE:
+            return out
+        index += 1
+
+
+def _search_own_accounts(api: Any, customer_id: int, run: _Run) -> list[Account]:
+    from .api import AuthError, Predicate, RequestRefused
+
+    out: list[Account] = []
+    index = 0
+    while True:
+        run.check()
+        try:
+            page = api.search_accounts([Predicate("CustomerId", "Equals", customer_id)], index=index,
+                                       size=ACCOUNT_PAGE)
+        except (AuthError, RequestRefused):
+            return out
+        out.extend(page)
+        if len(page) < ACCOUNT_PAGE:
+            return out
+        index += 1
+
+
+def _stream_links(api: Any, predicates: list, run: _Run, writer: Any, label: str, concurrency: int,
+                  tolerate_refusal: bool) -> None:
+    """Page links into the writer in chunks, skipping keys already written by this run."""
+    from .api import AuthError, RequestRefused
+
+    chunk: list[ClientLink] = []
+    base = len(run.link_keys)
+
+    def on_page(n: int) -> None:
+        run.report("links", base + n, None, f"Read {base + n:,} links so far.")
+
+    try:
+        for link in api.iter_client_links(predicates, concurrency=concurrency, cancel=run.cancel,
+                                          progress=on_page if run.progress else None):
+            try:
+                key = link.key
+            except ValueError:
+                continue  # a link without identity cannot be stored or acted on
+            if key in run.link_keys:
+                continue
+            run.link_keys.add(key)
+            chunk.append(link)
+            if len(chunk) >= WRITE_CHUNK:
+                writer.add_links(chunk)
+                chunk = []
+    except (AuthError, RequestRefused) as err:
+        if not tolerate_refusal or err.code not in (106, 1001, None):
+            raise
+        note = f"Your role cannot read the {label} client links."
+        if note not in run.notes:
+            run.notes.append(note)
+        return
+    writer.add_links(chunk)  # even empty: it states that the read succeeded (no links means none)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Targeted re-sync
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def read_links(api: "CustomerManagementApi", keys: Iterable[LinkKey | tuple[int, LinkType]]) -> list[ClientLink]:
+    """The service's current links of these client entities (every managing customer the caller may see).
+
+    ``keys``: LinkKeys, or (client entity id, link type) pairs. Account links are searched by ``ClientAccountId``,
+    customer links by ``ClientCustomerId``, ten ids per call.
+    """
+    from .api import Predicate
+
+    by_type: dict[LinkType, set[int]] = {LinkType.AccountLink: set(), LinkType.CustomerLink: set()}
+    for k in keys:
+        if isinstance(k, LinkKey):
+            by_type[k.type].add(int(k.client_entity_id))
+        else:
+            entity, link_type = k
+            by_type[LinkType(link_type)].add(int(entity))
+    out: list[ClientLink] = []
+    for link_type, field_name in ((LinkType.AccountLink, "ClientAccountId"), (LinkType.CustomerLink,
+                                                                               "ClientCustomerId")):
+        ids = sorted(by_type[link_type])
+        for start in range(0, len(ids), IN_BATCH):
+            batch = ids[start:start + IN_BATCH]
+            op = "Equals" if len(batch) == 1 else "In"
+            for link in api.iter_client_links([Predicate(field_name, op, ",".join(map(str, batch)))],
+                                              concurrency=1):
+                if link.link_type == link_type:
+                    out.append(link)
+    return out
+
+
+def resync_links(
+    api: "CustomerManagementApi",
+    cache: Any,
+    keys: Iterable[LinkKey | tuple[int, LinkType]],
+    *,
+    now: datetime,
+    source: str,
+    actor_user_id: int | None = None,
+) -> list[ClientLink]:
+    """Re-read the links of the given client entities and upsert them into the cache, recording every status change
+    in ``link_events`` with ``source`` (``'action:<name>'`` after an action). Returns the links read.
+
+    Raises ApiError when the service cannot be read; the cache is then unchanged.
+    """
+    links = read_links(api, keys)
+    if links:
+        cache.upsert_links(links, now, source, actor_user_id)
+    return links

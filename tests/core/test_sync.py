@@ -1,0 +1,179 @@
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+import pytest
+
+from linkdesk.core import api as api_mod, sync
+from linkdesk.core.cache import Cache
+from linkdesk.core.model import Account, ClientLinkStatus as S, LinkKey, LinkType, Perspective
+
+from linkfakes import (
+    A1, A2, ADMIN, AGENCY, AGENCY_OWN, B1, B2, CLIENT_A, CLIENT_A_ADMIN, STANDARD, VIEWER, FakeApi, FakeWorld,
+)
+
+
+@pytest.fixture
+def world():
+    w = FakeWorld.seeded()
+    w.add_link(A1, S.Active)
+    w.add_link(A2, S.LinkPending)
+    w.add_link(B2, S.LinkDeclined)
+    return w
+
+
+@pytest.fixture
+def cache(tmp_path):
+    c = Cache.open(tmp_path / "cache.sqlite")
+    yield c
+    c.close()
+
+
+def keys(cache: Cache) -> set[LinkKey]:
+    rows = cache.inbox_page(customer_id=AGENCY, limit=1000, now=FakeWorld.seeded().clock())
+    return {r.key for r in rows}
+
+
+def test_full_sync_follows_the_recipe_and_fills_the_cache(world, cache):
+    api = FakeApi(world, ADMIN)
+    seen: list[sync.SyncProgress] = []
+    result = sync.full_sync(cache, api, clock=world.clock, progress=seen.append)
+    assert result.ok and not result.cancelled and result.error is None
+    assert result.links == 3 and result.changed == 3
+    assert "Synced 3 links (3 new or changed)." in result.message
+    ops = [op for op, _ in api.calls]
+    assert ops[0] == "GetUser" and "GetUsersInfo" in ops and "GetLinkedAccountsAndCustomersInfo" in ops
+    assert ("SearchClientLinks", [("DirectManagingCustomerId", "Equals", AGENCY)]) in api.calls
+    # received: the agency's own account, by ClientAccountId
+    assert ("SearchClientLinks", [("ClientAccountId", "Equals", str(AGENCY_OWN))]) in api.calls
+    assert keys(cache) == {LinkKey(A1, AGENCY), LinkKey(A2, AGENCY), LinkKey(B2, AGENCY)}
+    assert {u.user_id for u in cache.agency_users(AGENCY)} == {ADMIN, STANDARD, VIEWER}
+    assert cache.user(VIEWER).roles[0].account_ids == (A1,)
+    assert cache.account(A1).parent_customer_id == CLIENT_A  # linked account detailed through SearchAccounts
+    assert cache.meta_get("customer_id") == str(AGENCY) and cache.meta_get("user_id") == str(ADMIN)
+    phases = [p.phase for p in seen]
+    assert phases[0] == "hierarchy" and "users" in phases and "links" in phases and phases[-1] == "done"
+    # every new link got a 'first seen' event from the sync
+    assert [e.source for e in cache.timeline(LinkKey(A2, AGENCY))] == ["sync"]
+
+
+def test_a_second_sync_records_only_changes(world, cache):
+    api = FakeApi(world, ADMIN)
+    sync.full_sync(cache, api, clock=world.clock)
+    world.clock.advance(hours=1)
+    world.links[(A2, AGENCY, LinkType.AccountLink)] = world.links[(A2, AGENCY, LinkType.AccountLink)].replace(
+        status=S.LinkExpired, timestamp="later")
+    result = sync.full_sync(cache, api, clock=world.clock)
+    assert result.ok and result.changed == 1 and "1 new or changed" in result.message
+    tl = cache.timeline(LinkKey(A2, AGENCY))
+    assert [(e.from_status, e.to_status) for e in tl] == [(None, S.LinkPending), (S.LinkPending, S.LinkExpired)]
+
+
+def test_received_links_are_searched_by_owned_accounts_in_batches_of_ten(world, cache):
+    for n in range(23):
+        aid = 4000 + n
+        world.accounts[aid] = Account(aid, f"extra {n}", f"F4{n:03d}", CLIENT_A)
+    api = FakeApi(world, CLIENT_A_ADMIN)
+    result = sync.full_sync(cache, api, clock=world.clock)
+    assert result.ok, result.message
+    searches = [arg for op, arg in api.calls if op == "SearchClientLinks"]
+    by_account = [s for s in searches if s[0][0] == "ClientAccountId"]
+    assert len(by_account) == 3  # 25 owned accounts: 10 + 10 + 5
+    assert all(len(s[0][2].split(",")) <= 10 for s in by_account)
+    assert [s for s in searches if s[0][0] == "ClientCustomerId"] == [[("ClientCustomerId", "Equals", CLIENT_A)]]
+    rows = cache.inbox_page(customer_id=CLIENT_A, perspective=Perspective.RECEIVED, limit=100, now=world.clock())
+    assert {r.key for r in rows} == {LinkKey(A1, AGENCY), LinkKey(A2, AGENCY)}
+
+
+@pytest.mark.parametrize("exc, phrase", [
+    (api_mod.ServiceUnavailable("Could not connect to 127.0.0.1; check your connection.", retryable=True),
+     "Could not connect"),
+    (api_mod.AuthError(code=109), "sign in again"),
+    (api_mod.MalformedReply(), "could not read"),
+])
+def test_a_failed_sync_keeps_the_previous_state(world, cache, exc, phrase):
+    api = FakeApi(world, ADMIN)
+    assert sync.full_sync(cache, api, clock=world.clock).ok
+    before = keys(cache)
+    world.add_link(B1, S.LinkPending)
+    # fail on the second page request of this sync: some links were already staged
+    api.fail["SearchClientLinks"] = lambda n: exc if n >= 4 else None
+    result = sync.full_sync(cache, api, clock=world.clock)
+    assert not result.ok and not result.cancelled
+    assert phrase in result.message and "previous sync" in result.message
+    assert result.error is exc
+    assert keys(cache) == before
+    assert cache.last_sync().outcome == "failed" and cache.last_ok_sync() is not None
+    assert cache.integrity_problems() == []
+
+
+def test_cancel_between_pages_keeps_the_previous_state(world, cache):
+    api = FakeApi(world, ADMIN)
+    assert sync.full_sync(cache, api, clock=world.clock).ok
+    before = keys(cache)
+    world.add_link(B1, S.LinkPending)
+    cancel = threading.Event()
+
+    def progress(p: sync.SyncProgress) -> None:
+        if p.phase == "links":
+            cancel.set()
+
+    result = sync.full_sync(cache, api, clock=world.clock, progress=progress, cancel=cancel)
+    assert result.cancelled and not result.ok and "cancelled" in result.message
+    assert keys(cache) == before
+    assert cache.last_sync().outcome == "cancelled"
+
+
+def test_an_unexpected_error_is_a_sentence_not_a_traceback(world, cache):
+    api = FakeApi(world, ADMIN)
+    api.fail["GetUsersInfo"] = TypeError("boom")
+    result = sync.full_sync(cache, api, clock=world.clock)
+    assert not result.ok and "unexpected error (TypeError)" in result.message and "Traceback" not in result.message
+    assert cache.last_sync().outcome == "failed"
+
+
+def test_a_viewer_syncs_the_hierarchy_and_is_told_about_links(world, cache):
+    result = sync.full_sync(cache, FakeApi(world, VIEWER), clock=world.clock)
+    assert result.ok and result.links == 0
+    assert "Your role cannot read the sent client links." in result.message
+
+
+def test_zero_links_replaces_old_links(world, cache):
+    api = FakeApi(world, ADMIN)
+    sync.full_sync(cache, api, clock=world.clock)
+    world.links.clear()
+    result = sync.full_sync(cache, api, clock=world.clock)
+    assert result.ok and cache.link_count() == 0
+    assert cache.timeline(LinkKey(A1, AGENCY))[-1].to_status is None  # "no longer returned"
+
+
+def test_several_views_merge_into_one_snapshot(world, cache):
+    agency, client = FakeApi(world, ADMIN), FakeApi(world, CLIENT_A_ADMIN)
+    result = sync.full_sync(cache, [sync.View(agency, True), sync.View(client, False)], clock=world.clock)
+    assert result.ok and result.links == 3  # the client's received links are the agency's sent ones: no duplicates
+    assert cache.account(A2).parent_customer_id == CLIENT_A
+    assert cache.meta_get("user_id") == str(ADMIN)
+
+
+def test_resync_links_upserts_with_the_action_source(world, cache):
+    api = FakeApi(world, ADMIN)
+    sync.full_sync(cache, api, clock=world.clock)
+    world.clock.advance(minutes=5)
+    world.links[(A2, AGENCY, LinkType.AccountLink)] = world.links[(A2, AGENCY, LinkType.AccountLink)].replace(
+        status=S.LinkCanceled, timestamp="x")
+    links = sync.resync_links(api, cache, [LinkKey(A2, AGENCY)], now=world.clock(), source="action:cancel",
+                              actor_user_id=ADMIN)
+    assert [l.status for l in links] == [S.LinkCanceled]
+    last = cache.timeline(LinkKey(A2, AGENCY))[-1]
+    assert (last.source, last.to_status, last.actor_user_id) == ("action:cancel", S.LinkCanceled, ADMIN)
+    assert last.at == world.clock()
+
+
+def test_read_links_batches_by_ten_and_by_type(world):
+    api = FakeApi(world, ADMIN)
+    ks = [LinkKey(5000 + i, AGENCY) for i in range(12)] + [LinkKey(CLIENT_A, AGENCY, LinkType.CustomerLink)]
+    sync.read_links(api, ks)
+    preds = [arg[0] for op, arg in api.calls if op == "SearchClientLinks"]
+    assert [p[0] for p in preds] == ["ClientAccountId", "ClientAccountId", "ClientCustomerId"]
+    assert len(preds[0][2].split(",")) == 10 and preds[1][1] == "In" and preds[2][1] == "Equals"
