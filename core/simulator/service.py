@@ -187,7 +187,8 @@ class Caller:
     @property
     def actor(self) -> Actor:
         return Actor(user_id=self.user.id, customer_id=self.customer.id, role=self.role,
-                     customer_name=self.customer.name, user_name=self.user.username)
+                     customer_name=self.customer.name, user_name=self.user.username,
+                     customer_number=self.customer.number)
 
 
 @dataclass(frozen=True)
@@ -451,23 +452,10 @@ class CustomerManagementService:
                                              f"No {what} {given} exists; check the {what} id or number."))
             else:
                 entity_id = entity.id
+        # The managing customer: the rules refuse any id or number but the caller's own (1001).
         manager_id: int | None = draft.managing_customer_id
-        if draft.managing_customer_id is None and draft.managing_customer_number is not None:
-            manager = tx.customer_by_number(str(draft.managing_customer_number))
-            if manager is None:
-                extra.append(rules.Violation("ManagingCustomerNumber", rules.E_NOT_FOUND,
-                                             f"No customer with number {draft.managing_customer_number} exists."))
-            elif manager.id != caller.customer.id:
-                # rules.check_new_invitation checks ManagingCustomerId only; a number needs the service's data.
-                extra.append(rules.Violation("ManagingCustomerNumber", rules.E_NOT_AUTHORIZED,
-                                             f"You can only send invitations on behalf of {caller.customer.name}, "
-                                             f"the customer you are signed in to, not customer "
-                                             f"{draft.managing_customer_number}."))
-            manager_id = manager.id if manager is not None else None
-        elif draft.managing_customer_id is not None and draft.managing_customer_number is None:
-            if tx.customer(draft.managing_customer_id) is None:
-                extra.append(rules.Violation("ManagingCustomerId", rules.E_NOT_FOUND,
-                                             f"No customer {draft.managing_customer_id} exists."))
+        if manager_id is None and draft.managing_customer_number == caller.customer.number:
+            manager_id = caller.customer.id
 
         existing: list[ClientLink] = []
         client_account: Account | None = None
@@ -486,19 +474,21 @@ class CustomerManagementService:
                                                  f"not {ecn}."))
             else:
                 client_customer_id = entity.id
-            if client_customer_id == caller.customer.id and manager_id == caller.customer.id:
-                extra.append(rules.Violation("ClientEntityId", rules.E_FIELD_INVALID,
-                                             f"{entity.name} belongs to {caller.customer.name} itself; an agency "
-                                             "manages its own accounts without a client link."))
-        violations = rules.check_new_invitation(draft, actor=caller.actor, now=now, existing=existing,
-                                                client_account=client_account)
+            if (link_type == LinkType.CustomerLink and draft.client_entity_id is None
+                    and entity.id == caller.customer.id):
+                # The rules see only ids; a customer named by its number can still be the inviter itself.
+                extra.append(rules.Violation("ClientEntityNumber", rules.E_FIELD_INVALID,
+                                             "A customer cannot invite itself; give the number of the client "
+                                             "customer to manage."))
         if entity_id is not None and manager_id is not None and link_type is not None:
             key = (entity_id, link_type.value, manager_id)
             if key in seen:
-                extra.append(rules.Violation("ClientEntityId", rules.E_DUPLICATE_IN_REQUEST,
-                                             f"{entity.name} appears more than once in this request; "  # type: ignore[union-attr]
-                                             "keep one invitation per client."))
+                return _op_errors([rules.Violation(
+                    "ClientEntityId", rules.E_DUPLICATE_IN_REQUEST,
+                    f"{entity.name} appears more than once in this request; keep one invitation per client.")])  # type: ignore[union-attr]
             seen.add(key)
+        violations = rules.check_new_invitation(draft, actor=caller.actor, now=now, existing=existing,
+                                                client_account=client_account)
         problems = violations + extra
         if problems:
             return _op_errors(problems)

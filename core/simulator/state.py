@@ -121,7 +121,7 @@ CREATE INDEX IF NOT EXISTS links_mgr ON client_links(managing_customer_id, clien
     WHERE is_latest = 1;
 CREATE INDEX IF NOT EXISTS links_mgr_name ON client_links(managing_customer_id, name, client_entity_id, type)
     WHERE is_latest = 1;
-CREATE INDEX IF NOT EXISTS links_client ON client_links(client_customer_id, managing_customer_id)
+CREATE INDEX IF NOT EXISTS links_client ON client_links(client_customer_id, managing_customer_id, client_entity_id, type)
     WHERE is_latest = 1;
 CREATE INDEX IF NOT EXISTS links_due ON client_links(due_at) WHERE due_at IS NOT NULL;
 CREATE TABLE IF NOT EXISTS tokens (
@@ -152,6 +152,8 @@ def to_db(d: datetime | None) -> str | None:
     """Aware (or naive = UTC) datetime -> fixed-width UTC text that sorts like time."""
     if d is None:
         return None
+    if d.tzinfo is timezone.utc:  # the common case, and the bulk path of seeding: no conversion needed
+        return d.isoformat(timespec="microseconds")[:-6]
     if d.tzinfo is not None:
         d = d.astimezone(timezone.utc).replace(tzinfo=None)
     return d.isoformat(timespec="microseconds")

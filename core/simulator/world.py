@@ -17,6 +17,7 @@ same seed, scale and ``now`` give the same world.
 
 from __future__ import annotations
 
+import itertools
 import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -326,7 +327,7 @@ _MIX: tuple[tuple[S | None, int], ...] = (
 
 def _generated(b: _Builder, rng: random.Random, scale: int) -> None:
     statuses = [s for s, _ in _MIX]
-    weights = [w for _, w in _MIX]
+    cum_weights = list(itertools.accumulate(w for _, w in _MIX))
     account_id = GENERATED_ACCOUNT_BASE
     sa = AGENCY_SUPER_ADMIN
     for i in range(1, scale + 1):
@@ -353,7 +354,7 @@ def _generated(b: _Builder, rng: random.Random, scale: int) -> None:
                       primary_user=uid, age_days=rng.uniform(100, 2500))
             if prepaid:
                 continue
-            choice = rng.choices(statuses, weights)[0]
+            choice = rng.choices(statuses, cum_weights=cum_weights)[0]
             if choice is None:
                 continue
             if rng.random() < 0.15:  # an older, ended link first
