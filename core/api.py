@@ -32,7 +32,7 @@ from enum import Enum
 from typing import Any, Callable, Iterable, Iterator, NamedTuple, Sequence
 from urllib.parse import urlsplit
 
-from . import model, rules
+from . import rules
 from .model import (
     CLIENT_LINK_WIRE,
     READ_ONLY_ON_ADD,
@@ -823,7 +823,8 @@ class CustomerManagementApi:
         data = AuthorizationData(developer_token=self._developer_token, authentication=self._authentication)
         service = ServiceClient("CustomerManagementService", 13, authorization_data=data,
                                 environment=self.environment, **options)
-        self.clients_built += 1
+        with self._pool_lock:
+            self.clients_built += 1
         return _Pooled(service, transport)
 
     @contextmanager
