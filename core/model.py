@@ -146,7 +146,7 @@ class LinkKey(NamedTuple):
     type: LinkType = LinkType.AccountLink
 
     def __str__(self) -> str:
-        return f"{self.type.value}:{self.client_entity_id}@{self.managing_customer_id}"
+        return f"{getattr(self.type, 'value', self.type)}:{self.client_entity_id}@{self.managing_customer_id}"
 
 
 @dataclass(frozen=True, slots=True)
