@@ -613,13 +613,13 @@ def cmd_update(args: argparse.Namespace) -> int:
                            "--agency ID.")
         stored = found[0]
         if args.as_user:
-            session.switch_identity(int(args.as_user))
+            session.switch_identity(int(args.as_user), remember=False)
         elif session.is_demo and action in (Action.ACCEPT, Action.DECLINE):
             ident = session.client_identity(stored.link.key)
             if ident is None:
                 raise CliError("linkdesk does not know the client's Super Admin for this account; give one with "
                                "--as USER_ID (see `linkdesk simulator users`).")
-            session.switch_identity(ident.user_id)
+            session.switch_identity(ident.user_id, remember=False)
         me = session.identity()
         _err(f"Acting as {safe_text(me.label, 80)}.")
         result = session.act(action, stored.link.key, args.note)
@@ -643,6 +643,22 @@ def cmd_auth_login(args: argparse.Namespace) -> int:
 
     token = args.developer_token or os.environ.get(credentials.ENV_DEVELOPER_TOKEN)
     client_id = args.client_id or os.environ.get(credentials.ENV_CLIENT_ID)
+    grant = None
+    if args.simulator:
+        # A running `linkdesk simulator serve`: its consent page and token endpoint are on 127.0.0.1.
+        from .simulator.auth import DEFAULT_CLIENT_ID, TOKEN_PATH, base_url_of, make_authorization
+        from .simulator.server import SERVICE_PATH
+
+        try:
+            base = base_url_of(args.simulator)
+        except Exception:
+            raise CliError(f"{args.simulator!r} is not a simulator address; use the endpoint `linkdesk simulator "
+                           "serve` printed, e.g. http://127.0.0.1:8080.") from None
+        credentials.check_token_url(base + TOKEN_PATH)
+        token = token or "BBD37VB98"
+        client_id = client_id or DEFAULT_CLIENT_ID
+        args.service_url, args.token_url = base + SERVICE_PATH, base + TOKEN_PATH
+        grant = make_authorization(base, client_id=client_id)
     if not token:
         raise CliError(f"Give your developer token with --developer-token or the {credentials.ENV_DEVELOPER_TOKEN} "
                        "environment variable (the sandbox's is BBD37VB98).")
@@ -650,7 +666,7 @@ def cmd_auth_login(args: argparse.Namespace) -> int:
         raise CliError(f"Give your app's client id with --client-id or the {credentials.ENV_CLIENT_ID} environment "
                        "variable.")
     try:
-        flow = credentials.begin_login(client_id, args.environment, token_url=args.token_url)
+        flow = credentials.begin_login(client_id, args.environment, token_url=args.token_url, grant=grant)
         print("Open this address in a browser and sign in to Microsoft Advertising:\n")
         print(f"  {flow.consent_url}\n")
         print("After signing in, the browser shows a blank page; copy its whole address from the address bar.")
@@ -903,6 +919,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--service-url", metavar="URL",
                    help="a different Customer Management endpoint (e.g. the built-in simulator's)")
     p.add_argument("--token-url", metavar="URL", help="a different OAuth token endpoint (e.g. the simulator's)")
+    p.add_argument("--simulator", metavar="URL",
+                   help="sign in to a running `linkdesk simulator serve` at URL instead of Microsoft (sets the "
+                        "service and token addresses, the sandbox developer token and a client id)")
     p.set_defaults(func=cmd_auth_login)
     p = asub.add_parser("status", help="list sign-ins")
     p.set_defaults(func=cmd_auth_status)

@@ -427,13 +427,18 @@ def _oauth_reason(exc: Exception) -> str:
 
 
 def begin_login(client_id: str, environment: str = "production", *, token_url: str | None = None,
-                grant_class: type | None = None) -> LoginFlow:
-    """Start a sign-in: a grant with a fresh random ``state`` (checked in :meth:`LoginFlow.finish`)."""
+                grant: Any = None) -> LoginFlow:
+    """Start a sign-in: a grant with a fresh random ``state`` (checked in :meth:`LoginFlow.finish`).
+
+    ``grant``: an already built authorization-code grant to use instead (e.g. the simulator's, whose consent page
+    and token endpoint are on 127.0.0.1)."""
     if not client_id or not client_id.strip():
         raise CredentialsError(f"Give your app's client id with --client-id or {ENV_CLIENT_ID}.")
     holder: list[str] = []
-    grant = make_grant(client_id.strip(), environment, token_url=token_url, on_refresh=holder.append,
-                       grant_class=grant_class)
+    if grant is None:
+        grant = make_grant(client_id.strip(), environment, token_url=token_url, on_refresh=holder.append)
+    else:
+        grant.token_refreshed_callback = lambda t: holder.append(t.refresh_token) if t.refresh_token else None
     state = _secrets.token_urlsafe(16)
     grant.state = state
     return LoginFlow(grant, state, holder)

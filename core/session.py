@@ -128,7 +128,7 @@ class Session:
             raise SessionError(f"The built-in simulator could not start: {exc}") from exc
         # The simulator's clock is the session's: a given ``clock`` freezes the simulator there (kept in its state
         # file), and advance() moves both.
-        session = cls(paths.DEMO_PROFILE, is_demo=True, clock=sim.now, cache_path=cache_path)
+        session = cls(paths.DEMO_PROFILE, is_demo=True, clock=_DemoClock(sim), cache_path=cache_path)
         session._sim = sim
         with sim.state.read() as tx:
             numbers = {c.id: c.number for c in tx.customers()}
@@ -215,8 +215,9 @@ class Session:
     def identities(self) -> list[Identity]:
         return list(self._identities)
 
-    def switch_identity(self, user_id: int) -> Identity:
-        """Act as another user (demo: any simulator user; live: only the signed-in one)."""
+    def switch_identity(self, user_id: int, *, remember: bool = True) -> Identity:
+        """Act as another user (demo: any simulator user; live: only the signed-in one). ``remember``: the demo
+        starts as this user next time too (the command line's one-off ``--as`` does not remember)."""
         match = [i for i in self._identities if i.user_id == int(user_id)]
         if not match:
             if not self.is_demo:
@@ -224,7 +225,7 @@ class Session:
                                    "`linkdesk auth login`.")
             raise SessionError(f"There is no demo user {user_id}; `linkdesk simulator users` lists them.")
         self._identity = match[0]
-        if self.is_demo:
+        if self.is_demo and remember:
             try:
                 self.cache().meta_set("acting_user_id", str(match[0].user_id))
             except Exception:
@@ -435,6 +436,25 @@ class Session:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+class _DemoClock:
+    """The simulator's virtual clock; once the simulator is stopped, the last clock it had keeps running."""
+
+    def __init__(self, sim: Any):
+        self._sim = sim
+        self._last: Any = None
+
+    def __call__(self) -> datetime:
+        state = self._sim.state
+        if state is not None:
+            try:
+                with state.read() as tx:
+                    self._last = tx.clock()
+            except Exception:
+                if self._last is None:
+                    raise
+        return self._last.now()
 
 
 def _fmt_time(d: datetime) -> str:

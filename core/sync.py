@@ -22,6 +22,7 @@ the links they received. :func:`resync_links` re-reads just the links an action 
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -291,9 +292,10 @@ def _sync_view(view: View, run: _Run, writer: Any, concurrency: int) -> None:
     for start in range(0, len(own_accounts), IN_BATCH):
         batch = own_accounts[start:start + IN_BATCH]
         op = "Equals" if len(batch) == 1 else "In"
+        # Ten accounts rarely have more than a page of links: one request at a time avoids idle SDK clients.
         _stream_links(api, [Predicate("ClientAccountId", op, ",".join(map(str, batch)))], run, writer, "received",
-                      concurrency, tolerate_refusal=True)
-    _stream_links(api, [Predicate("ClientCustomerId", "Equals", own)], run, writer, "received", concurrency,
+                      1, tolerate_refusal=True)
+    _stream_links(api, [Predicate("ClientCustomerId", "Equals", own)], run, writer, "received", 1,
                   tolerate_refusal=True)
 
 
@@ -381,18 +383,31 @@ def _search_own_accounts(api: Any, customer_id: int, run: _Run) -> list[Account]
 
 def _stream_links(api: Any, predicates: list, run: _Run, writer: Any, label: str, concurrency: int,
                   tolerate_refusal: bool) -> None:
-    """Page links into the writer in chunks, skipping keys already written by this run."""
-    from .api import AuthError, RequestRefused
+    """Page links into the writer in chunks, skipping keys already written by this run; progress every page."""
+    from .api import PAGE_SIZE, AuthError, OrderBy, RequestRefused
 
     chunk: list[ClientLink] = []
-    base = len(run.link_keys)
 
-    def on_page(n: int) -> None:
-        run.report("links", base + n, None, f"Read {base + n:,} links so far.")
+    def report() -> None:
+        n = len(run.link_keys)
+        run.report("links", n, None, f"Read {n:,} links so far.")
 
     try:
-        for link in api.iter_client_links(predicates, concurrency=concurrency, cancel=run.cancel,
-                                          progress=on_page if run.progress else None):
+        links: Iterable[ClientLink]
+        if concurrency > 1:
+            # Most searches fit one page: read it alone, and fan out only when it is full (each extra thread may
+            # build its own SDK client, ~0.2 s). A full first page is read again by the paging; keys dedupe it.
+            first = api.search_client_links(predicates, ordering=[OrderBy("Id", "Ascending")], index=0,
+                                            size=PAGE_SIZE)
+            links = first if len(first) < PAGE_SIZE else itertools.chain(
+                first, api.iter_client_links(predicates, concurrency=concurrency, cancel=run.cancel))
+        else:
+            links = api.iter_client_links(predicates, concurrency=1, cancel=run.cancel)
+        seen = 0
+        for link in links:
+            seen += 1
+            if seen % PAGE_SIZE == 0:
+                report()
             try:
                 key = link.key
             except ValueError:
@@ -412,6 +427,7 @@ def _stream_links(api: Any, predicates: list, run: _Run, writer: Any, label: str
             run.notes.append(note)
         return
     writer.add_links(chunk)  # even empty: it states that the read succeeded (no links means none)
+    report()
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -177,3 +177,92 @@ def test_read_links_batches_by_ten_and_by_type(world):
     preds = [arg[0] for op, arg in api.calls if op == "SearchClientLinks"]
     assert [p[0] for p in preds] == ["ClientAccountId", "ClientAccountId", "ClientCustomerId"]
     assert len(preds[0][2].split(",")) == 10 and preds[1][1] == "In" and preds[2][1] == "Equals"
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# kill -9 of a real sync subprocess (simulator + SDK + cache), at several points
+# ---------------------------------------------------------------------------------------------------------------------
+
+_KILLER = r"""
+import os, signal, sys
+from linkdesk.core.session import Session
+point, nth = sys.argv[1], int(sys.argv[2])
+seen = {"n": 0}
+def die():
+    os.kill(os.getpid(), signal.SIGKILL)
+def progress(p):
+    if p.phase == point:
+        seen["n"] += 1
+        if seen["n"] >= nth:
+            die()
+if point == "commit":  # inside the swap transaction, after the staged links were applied, before COMMIT
+    from linkdesk.core import cache as cache_mod
+    original = cache_mod.Cache._apply_staged_links
+    def apply_then_die(self, *a, **k):
+        original(self, *a, **k)
+        die()
+    cache_mod.Cache._apply_staged_links = apply_then_die
+s = Session.demo()
+s.sync(progress=progress)
+print("not killed")
+"""
+
+
+def _snapshot(cache: Cache) -> dict:
+    agency = int(cache.meta_get("customer_id"))
+    now = FakeWorld.seeded().clock()
+    return {r.key: (r.status, cache.link(r.key).timestamp)
+            for r in cache.inbox_page(customer_id=agency, limit=10_000, now=now)}
+
+
+@pytest.fixture(scope="module")
+def synced_demo_home(tmp_path_factory):
+    """A demo home with one completed sync, whose simulator has since moved 31 days (the next sync has changes)."""
+    import os
+
+    from linkdesk.core.session import Session
+
+    home = tmp_path_factory.mktemp("kill-template")
+    s = Session.demo(home=home)
+    assert s.sync().ok
+    s.advance("31d")
+    s.close()
+    return home
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point, nth", [("users", 1), ("links", 1), ("saving", 1), ("commit", 0)])
+def test_kill_9_during_sync_leaves_the_previous_cache_intact(tmp_path, monkeypatch, synced_demo_home, point, nth):
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from linkdesk.core import paths
+    from linkdesk.core.session import Session
+
+    home = tmp_path / "home"
+    shutil.copytree(synced_demo_home, home)
+    monkeypatch.setenv("LINKDESK_HOME", str(home))
+    with Cache.open(paths.cache_path("demo")) as c:
+        before, runs_before = _snapshot(c), c.last_ok_sync().id
+
+    env = dict(os.environ, LINKDESK_HOME=str(home))
+    proc = subprocess.run([sys.executable, "-c", _KILLER, point, str(nth)], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == -9, (proc.returncode, proc.stdout, proc.stderr[-2000:])
+
+    with Cache.open(paths.cache_path("demo")) as c:
+        assert c.integrity_problems() == []
+        assert _snapshot(c) == before
+        assert c.last_ok_sync().id == runs_before
+
+    s = Session.demo()
+    try:
+        result = s.sync()
+        assert result.ok and result.changed > 0, result.message
+        assert s.cache().last_sync().outcome == "ok"
+        interrupted = [r for r in s.cache().sync_runs() if r.outcome == "failed"]
+        assert interrupted and "interrupted" in (interrupted[0].message or "")
+    finally:
+        s.close()
