@@ -17,6 +17,7 @@ tests get identical times), ``service_options`` (throttling, acceptance cooldown
 from __future__ import annotations
 
 import os
+import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -93,6 +94,7 @@ class Simulator:
         self.service: CustomerManagementService | None = None
         self.server: SoapServer | None = None
         self.seeded: WorldSummary | None = None
+        self._stop_lock = threading.Lock()
 
     # -- lifecycle --------------------------------------------------------------------------------------------------
 
@@ -132,13 +134,14 @@ class Simulator:
         self.server.serve_forever()
 
     def stop(self) -> None:
-        """Stop serving and close the state (idempotent)."""
-        if self.server is not None:
-            self.server.stop()
-            self.server = None
-        if self.state is not None:
-            self.state.close()
-            self.state = None
+        """Stop serving and close the state (idempotent, safe from any thread)."""
+        with self._stop_lock:
+            server, self.server = self.server, None
+            state, self.state = self.state, None
+        if server is not None:
+            server.stop()
+        if state is not None:
+            state.close()
 
     def __enter__(self) -> "Simulator":
         return self.start()

@@ -128,19 +128,6 @@ def serve(argv: Sequence[str], *, stdout: TextIO | None = None, stderr: TextIO |
         _err(f"The simulator cannot listen on 127.0.0.1:{ns.port} ({exc.strerror or exc}). Choose another --port, "
              "or 0 for a free one.", stderr)
         return 1
-    if sim.seeded is not None:
-        w = sim.seeded
-        print(f"Seeded the demo world (seed {w.seed}, scale {w.scale}): {w.customers} customers, {w.accounts} "
-              f"accounts, {w.users} users, {w.latest_links} client links ({w.links} with history) in "
-              f"{w.seconds:.1f} s.", file=out)
-    print(f"Simulator endpoint: {sim.url}", file=out)
-    print(f"Token endpoint:     {sim.token_url}", file=out)
-    print(f"Developer token:    {SANDBOX_DEVELOPER_TOKEN}", file=out)
-    print(f"State:              {path}", file=out)
-    state_flag = f" --state {path}" if ns.state is not None else ""
-    print(f"Demo users and access tokens: linkdesk simulator users{state_flag}", file=out)
-    print("Press Ctrl+C to stop.", file=out, flush=True)
-
     stopping = threading.Event()
 
     def _stop(*_args: object) -> None:
@@ -152,6 +139,18 @@ def serve(argv: Sequence[str], *, stdout: TextIO | None = None, stderr: TextIO |
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, _stop)
     try:
+        if sim.seeded is not None:
+            w = sim.seeded
+            print(f"Seeded the demo world (seed {w.seed}, scale {w.scale}): {w.customers} customers, {w.accounts} "
+                  f"accounts, {w.users} users, {w.latest_links} client links ({w.links} with history) in "
+                  f"{w.seconds:.1f} s.", file=out)
+        print(f"Simulator endpoint: {sim.url}", file=out)
+        print(f"Token endpoint:     {sim.token_url}", file=out)
+        print(f"Developer token:    {SANDBOX_DEVELOPER_TOKEN}", file=out)
+        print(f"State:              {path}", file=out)
+        state_flag = f" --state {path}" if ns.state is not None else ""
+        print(f"Demo users and access tokens: linkdesk simulator users{state_flag}", file=out)
+        print("Press Ctrl+C to stop.", file=out, flush=True)
         if ready is not None:
             threading.Thread(target=ready, args=(sim,), daemon=True).start()
         sim.serve_forever()
@@ -322,7 +321,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command is None:
         _err(f"{PROG}: unknown command {args[0]!r}; use serve, users, advance or reset.")
         return 2
-    return command(args[1:])
+    try:
+        return command(args[1:])
+    except KeyboardInterrupt:
+        _err("Interrupted before the command finished; run it again.")
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -821,8 +821,14 @@ class State:
 
     @contextmanager
     def read(self) -> Iterator[Tx]:
-        """A read transaction: every query inside sees one consistent snapshot."""
+        """A read transaction: every query inside sees one consistent snapshot.
+
+        Nested inside another transaction of the same thread, it joins that one.
+        """
         conn = self._connect()
+        if conn.in_transaction:
+            yield Tx(conn, writable=getattr(self._local, "writing", False))
+            return
         conn.execute("BEGIN")
         try:
             yield Tx(conn, writable=False)
@@ -831,15 +837,26 @@ class State:
 
     @contextmanager
     def write(self) -> Iterator[Tx]:
-        """A write transaction (BEGIN IMMEDIATE), committed on success and rolled back on any exception."""
+        """A write transaction (BEGIN IMMEDIATE), committed on success and rolled back on any exception.
+
+        Nested inside another write of the same thread, it joins that one; inside a read it is a programming error.
+        """
         conn = self._connect()
+        if conn.in_transaction:
+            if not getattr(self._local, "writing", False):
+                raise StateError("A write cannot start inside a read transaction of the same thread.")
+            yield Tx(conn, writable=True)
+            return
         with self._lock:
             conn.execute("BEGIN IMMEDIATE")
+            self._local.writing = True
             try:
                 yield Tx(conn, writable=True)
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
+            finally:
+                self._local.writing = False
             conn.execute("COMMIT")
 
     # -- conveniences ---------------------------------------------------------------------------------------------
