@@ -404,6 +404,16 @@ def _listed_statuses(plan: tuple[_StageGroup, ...]) -> list[str]:
     return [s for g in plan if not g.covers_unknown for s in g.statuses]
 
 
+def _group_of(plan: tuple[_StageGroup, ...], status: str | None) -> _StageGroup:
+    """The group a stored status value falls in (as the generated CASE would place it)."""
+    for g in plan:
+        if status is None and g.covers_null:
+            return g
+        if status is not None and status in g.statuses and not g.covers_unknown:
+            return g
+    return next(g for g in plan if g.covers_unknown)
+
+
 def _status_condition(g: _StageGroup, plan: tuple[_StageGroup, ...], status: str) -> str:
     if g.covers_unknown:
         listed = _listed_statuses(plan)
@@ -489,20 +499,8 @@ def stage_predicate_sql(perspective: Perspective, stage: Stage, now: datetime, *
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def _link_column_defs() -> str:
-    defs = []
-    for attr in LINK_COLUMNS:
-        sql_type = _SQL_TYPE[_LINK_KINDS[attr]]
-        if attr in _KEY_COLUMNS:
-            defs.append(f"{_q(attr)} {sql_type} NOT NULL")
-        elif attr == "suppress_notification":
-            defs.append(f"{_q(attr)} {sql_type} NOT NULL DEFAULT 0")
-        else:
-            defs.append(f"{_q(attr)} {sql_type}")
-    return ",\n    ".join(defs)
-
-
-_V1_SQL = f"""
+# Literal on purpose: a shipped migration never changes (a new ClientLink element needs a new migration).
+_V1_SQL = """
 CREATE TABLE meta (
     key TEXT PRIMARY KEY,
     value TEXT
@@ -562,7 +560,28 @@ CREATE TABLE user_accounts (
     PRIMARY KEY (user_id, account_id, via_customer_id)
 ) WITHOUT ROWID;
 CREATE TABLE client_links (
-    {_link_column_defs()},
+    type TEXT NOT NULL,
+    client_entity_id INTEGER NOT NULL,
+    client_entity_number TEXT,
+    client_entity_name TEXT,
+    managing_customer_id INTEGER NOT NULL,
+    managing_customer_number TEXT,
+    managing_customer_name TEXT,
+    note TEXT,
+    name TEXT,
+    inviter_email TEXT,
+    inviter_name TEXT,
+    inviter_phone TEXT,
+    is_bill_to_client INTEGER,
+    start_date INTEGER,
+    status TEXT,
+    suppress_notification INTEGER NOT NULL DEFAULT 0,
+    last_modified_date_time INTEGER,
+    last_modified_by_user_id INTEGER,
+    timestamp TEXT,
+    forward_compatibility_map TEXT,
+    customer_link_permission TEXT,
+    client_entity_customer_number TEXT,
     first_seen_at INTEGER NOT NULL,
     invited_at INTEGER,
     PRIMARY KEY (client_entity_id, managing_customer_id, type)
@@ -623,17 +642,84 @@ def _migrate_v1(conn: sqlite3.Connection) -> None:
 
 
 def _migrate_v2(conn: sqlite3.Connection) -> None:
-    """v2, the inbox at 100,000 links: the client's owning customer and a case-folded search text on each link
-    (backfilled), a ``kind`` on events (intents and outcomes of actions beside observed changes), the pid of a
-    running sync (to tell an interrupted run from a live one), and indexes for every inbox sort and stage filter.
+    """v2, the inbox and the tree at 100,000 links.
+
+    Links get their client's owning customer and a case-folded search text (both backfilled); a pending link
+    without its invitation time gets one; events get a ``kind`` (intents and outcomes of actions beside observed
+    changes; existing rows are observed changes, and the append-only trigger forbids rewriting them anyway);
+    runs get the pid of the syncing process (to tell an interrupted run from a live one); the tree gets sortable
+    names (``user_accounts.account_name``, table ``agency_clients``, both filled by ``_refresh_derived`` after the
+    migrations); and every inbox sort gets an index that also carries status and invitation time, so stage filters
+    are answered from the index without reading rows.
     """
     import sqlite_utils  # lazily: only a new or older cache pays for it
 
-    db = sqlite_utils.Database(conn, execute_plugins=False)
-    db["client_links"].add_column("client_customer_id", int)
-    db["client_links"].add_column("search_text", str, not_null_default="")
-    db["link_events"].add_column("kind", str, not_null_default="change")  # existing rows are observed changes
+    # client_links is rebuilt with an explicit INTEGER PRIMARY KEY: the search index refers to links by id, and
+    # VACUUM may renumber the implicit rowids of a table without one.
+    _exec_script(
+        conn,
+        """
+        CREATE TABLE client_links_v2 (
+            id INTEGER PRIMARY KEY,
+            type TEXT NOT NULL,
+            client_entity_id INTEGER NOT NULL,
+            client_entity_number TEXT,
+            client_entity_name TEXT,
+            managing_customer_id INTEGER NOT NULL,
+            managing_customer_number TEXT,
+            managing_customer_name TEXT,
+            note TEXT,
+            name TEXT,
+            inviter_email TEXT,
+            inviter_name TEXT,
+            inviter_phone TEXT,
+            is_bill_to_client INTEGER,
+            start_date INTEGER,
+            status TEXT,
+            suppress_notification INTEGER NOT NULL DEFAULT 0,
+            last_modified_date_time INTEGER,
+            last_modified_by_user_id INTEGER,
+            timestamp TEXT,
+            forward_compatibility_map TEXT,
+            customer_link_permission TEXT,
+            client_entity_customer_number TEXT,
+            first_seen_at INTEGER NOT NULL,
+            invited_at INTEGER,
+            client_customer_id INTEGER,
+            search_text TEXT NOT NULL DEFAULT '',
+            UNIQUE (client_entity_id, managing_customer_id, type)
+        );
+        INSERT INTO client_links_v2 (type, client_entity_id, client_entity_number, client_entity_name,
+            managing_customer_id, managing_customer_number, managing_customer_name, note, name, inviter_email,
+            inviter_name, inviter_phone, is_bill_to_client, start_date, status, suppress_notification,
+            last_modified_date_time, last_modified_by_user_id, timestamp, forward_compatibility_map,
+            customer_link_permission, client_entity_customer_number, first_seen_at, invited_at)
+        SELECT type, client_entity_id, client_entity_number, client_entity_name,
+            managing_customer_id, managing_customer_number, managing_customer_name, note, name, inviter_email,
+            inviter_name, inviter_phone, is_bill_to_client, start_date, status, suppress_notification,
+            last_modified_date_time, last_modified_by_user_id, timestamp, forward_compatibility_map,
+            customer_link_permission, client_entity_customer_number, first_seen_at, invited_at
+        FROM client_links ORDER BY rowid;
+        DROP TABLE client_links;
+        ALTER TABLE client_links_v2 RENAME TO client_links;
+        """,
+    )
+    db = sqlite_utils.Database(conn, execute_plugins=False, recursive_triggers=False)
+    db["link_events"].add_column("kind", str, not_null_default="change")
     db["sync_runs"].add_column("pid", int)
+    db["user_accounts"].add_column("account_name", str)
+    db["agency_clients"].create(
+        {
+            "agency_customer_id": int,
+            "customer_id": int,  # NULL: links whose client's owner is unknown
+            "grp": int,  # 0 known customer, 1 unknown owner (listed last)
+            "name": str,
+            "number": str,
+            "link_count": int,
+            "customer_link_status": str,
+        },
+        not_null={"agency_customer_id", "grp", "link_count"},
+    )
 
     def search_text(*fields: Any) -> str:
         return "\x1f".join(_fold(f) for f in fields)
@@ -647,29 +733,33 @@ def _migrate_v2(conn: sqlite3.Connection) -> None:
     finally:
         conn.create_function("linkdesk_search_text", 6, None)
     conn.execute(
-        f"""UPDATE client_links SET client_customer_id = CASE
-                WHEN type = {_lit(LinkType.CustomerLink.value)} THEN client_entity_id
+        """UPDATE client_links SET client_customer_id = CASE
+                WHEN type = 'CustomerLink' THEN client_entity_id
                 ELSE COALESCE((SELECT a.parent_customer_id FROM accounts a WHERE a.id = client_entity_id),
                               (SELECT c.id FROM customers c WHERE c.number = client_entity_customer_number
                                ORDER BY c.id LIMIT 1))
             END"""
     )
-    # v1 could leave a pending invitation without its time; the stage of a pending link needs one.
     conn.execute(
         "UPDATE client_links SET invited_at = COALESCE(last_modified_date_time, first_seen_at)"
-        f" WHERE invited_at IS NULL AND status = {_lit(ClientLinkStatus.LinkPending.value)}"
+        " WHERE invited_at IS NULL AND status = 'LinkPending'"
     )
     _exec_script(
         conn,
         """
-        DROP INDEX client_links_managing;
-        CREATE INDEX links_sent_status ON client_links (managing_customer_id, status, invited_at);
         CREATE INDEX links_sent_client ON client_links (managing_customer_id, client_entity_name COLLATE NOCASE,
-                                                        client_entity_id);
-        CREATE INDEX links_sent_invited ON client_links (managing_customer_id, invited_at);
-        CREATE INDEX links_sent_changed ON client_links (managing_customer_id, last_modified_date_time);
-        CREATE INDEX links_received_status ON client_links (client_customer_id, status, invited_at);
-        CREATE INDEX links_by_agency_client ON client_links (managing_customer_id, client_customer_id);
+                                                        client_entity_id, status, invited_at);
+        CREATE INDEX links_sent_status ON client_links (managing_customer_id, status, invited_at);
+        CREATE INDEX links_sent_invited ON client_links (managing_customer_id, invited_at, status);
+        CREATE INDEX links_sent_changed ON client_links (managing_customer_id, last_modified_date_time, status,
+                                                         invited_at);
+        CREATE INDEX links_by_client ON client_links (client_customer_id, managing_customer_id, type, status,
+                                                      invited_at);
+        CREATE INDEX user_accounts_by_name ON user_accounts (user_id, account_name COLLATE NOCASE, account_id,
+                                                             via_customer_id);
+        CREATE INDEX agency_clients_key ON agency_clients (agency_customer_id, customer_id);
+        CREATE INDEX agency_clients_by_name ON agency_clients (agency_customer_id, grp, name COLLATE NOCASE,
+                                                               customer_id);
         CREATE INDEX sync_runs_outcome ON sync_runs (outcome, id);
         """,
     )
@@ -681,9 +771,140 @@ SCHEMA_VERSION = len(MIGRATIONS)
 
 _REQUIRED_TABLES = frozenset(
     {"meta", "customers", "accounts", "account_agencies", "users", "user_roles", "user_accounts", "client_links",
-     "link_events", "sync_runs"}
+     "link_events", "sync_runs", "agency_clients"}
 )
 _SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Derived data: rebuilt from the base tables at will (after migrations, on commit), never migrated
+# --------------------------------------------------------------------------------------------------------------------
+
+_fts_probe: bool | None = None
+#: The trigram index answers substrings of at least 3 characters; shorter needles scan.
+_FTS_MIN_CHARS = 3
+
+
+def _fts_available() -> bool:
+    """Whether this Python's SQLite has FTS5 with the trigram tokenizer (SQLite 3.34+); probed once."""
+    global _fts_probe
+    if _fts_probe is None:
+        try:
+            probe = sqlite3.connect(":memory:")
+            try:
+                probe.execute("CREATE VIRTUAL TABLE t USING fts5(x, tokenize='trigram case_sensitive 1')")
+            finally:
+                probe.close()
+            _fts_probe = True
+        except sqlite3.Error:
+            _fts_probe = False
+    return _fts_probe
+
+
+_SEARCH_TRIGGERS = """
+CREATE TRIGGER IF NOT EXISTS link_search_insert AFTER INSERT ON client_links
+BEGIN
+    INSERT INTO link_search (rowid, search_text) VALUES (new.id, new.search_text);
+END;
+CREATE TRIGGER IF NOT EXISTS link_search_delete AFTER DELETE ON client_links
+BEGIN
+    DELETE FROM link_search WHERE rowid = old.id;
+END;
+CREATE TRIGGER IF NOT EXISTS link_search_update AFTER UPDATE OF search_text ON client_links
+WHEN old.search_text IS NOT new.search_text
+BEGIN
+    DELETE FROM link_search WHERE rowid = old.id;
+    INSERT INTO link_search (rowid, search_text) VALUES (new.id, new.search_text);
+END;
+"""
+
+
+def _rebuild_search_index(conn: sqlite3.Connection) -> None:
+    """(Re)create and fill ``link_search``: a trigram index of every link's case-folded search text, by link id,
+    kept in step by triggers on client_links."""
+    conn.execute(
+        "CREATE VIRTUAL TABLE IF NOT EXISTS link_search USING fts5(search_text, tokenize='trigram case_sensitive 1')"
+    )
+    conn.execute("DELETE FROM link_search")
+    conn.execute("INSERT INTO link_search (rowid, search_text) SELECT id, search_text FROM client_links")
+    _exec_script(conn, _SEARCH_TRIGGERS)
+    conn.execute("DELETE FROM meta WHERE key = 'search_index_stale'")
+
+
+def _drop_search_triggers(conn: sqlite3.Connection) -> None:
+    """Without FTS5 the triggers would make every link write fail; dropping them needs no FTS5."""
+    for name in ("link_search_insert", "link_search_delete", "link_search_update"):
+        conn.execute(f"DROP TRIGGER IF EXISTS {name}")
+
+
+def _refresh_account_names(conn: sqlite3.Connection) -> None:
+    """Sort names of the accounts users reach (the account's name, else its link's, else its number or id)."""
+    name = f"""COALESCE(
+                (SELECT COALESCE(a.name, a.number) FROM accounts a WHERE a.id = user_accounts.account_id),
+                (SELECT l.client_entity_name FROM client_links l WHERE l.client_entity_id = user_accounts.account_id
+                   AND l.type = {_lit(LinkType.AccountLink.value)} ORDER BY l.id LIMIT 1),
+                CAST(user_accounts.account_id AS TEXT))"""
+    conn.execute(f"UPDATE user_accounts SET account_name = {name} WHERE account_name IS NOT {name}")
+
+
+_AGENCY_CLIENTS_SELECT = f"""
+    SELECT g.agency, g.cid, g.cid IS NULL, COALESCE(c.name, c.number, CAST(g.cid AS TEXT)), c.number, g.n, g.cs
+    FROM (SELECT managing_customer_id AS agency, client_customer_id AS cid, count(*) AS n,
+                 max(CASE WHEN type = {_lit(LinkType.CustomerLink.value)} THEN status END) AS cs
+          FROM client_links WHERE {{where}} GROUP BY client_customer_id, managing_customer_id) g
+    LEFT JOIN customers c ON c.id = g.cid"""
+_AGENCY_CLIENTS_INSERT = (
+    "INSERT INTO agency_clients (agency_customer_id, customer_id, grp, name, number, link_count, customer_link_status)"
+)
+
+
+_AGENCY_CLIENTS_COLS = (
+    "agency_customer_id", "customer_id", "grp", "name", "number", "link_count", "customer_link_status"
+)
+
+
+def _rebuild_agency_clients(conn: sqlite3.Connection) -> None:
+    """Every (agency, client customer) pair with its link count: the clients level of the tree, pre-sorted.
+
+    Computed aside (streamed from the links_by_client index), then only differing rows are written."""
+    conn.execute("DROP TABLE IF EXISTS temp.agency_clients_new")
+    conn.execute(  # typed: untyped columns would keep SQLite from using the index below
+        "CREATE TEMP TABLE agency_clients_new (agency_customer_id INTEGER, customer_id INTEGER, grp INTEGER,"
+        " name TEXT, number TEXT, link_count INTEGER, customer_link_status TEXT)"
+    )
+    conn.execute(
+        f"INSERT INTO temp.agency_clients_new ({', '.join(_AGENCY_CLIENTS_COLS)})"
+        + _AGENCY_CLIENTS_SELECT.format(where="1")
+    )
+    conn.execute("CREATE INDEX temp.agency_clients_new_key ON agency_clients_new (agency_customer_id, customer_id)")
+    same = " AND ".join(f"n.{c} IS a.{c}" for c in _AGENCY_CLIENTS_COLS)
+    conn.execute(
+        f"DELETE FROM main.agency_clients AS a WHERE NOT EXISTS (SELECT 1 FROM temp.agency_clients_new n WHERE {same})"
+    )
+    conn.execute(
+        f"INSERT INTO main.agency_clients ({', '.join(_AGENCY_CLIENTS_COLS)})"
+        f" SELECT {', '.join('n.' + c for c in _AGENCY_CLIENTS_COLS)} FROM temp.agency_clients_new n"
+        f" WHERE NOT EXISTS (SELECT 1 FROM main.agency_clients a WHERE {same})"
+    )
+    conn.execute("DROP TABLE temp.agency_clients_new")
+
+
+def _refresh_agency_clients(conn: sqlite3.Connection, pairs: Iterable[tuple[int, int | None]]) -> None:
+    """Recompute the tree rows of some (agency, client customer) pairs after a targeted write."""
+    for agency, cid in pairs:
+        conn.execute(
+            "DELETE FROM agency_clients WHERE agency_customer_id = ? AND customer_id IS ?", (agency, cid)
+        )
+        conn.execute(
+            _AGENCY_CLIENTS_INSERT
+            + _AGENCY_CLIENTS_SELECT.format(where="managing_customer_id = ? AND client_customer_id IS ?"),
+            (agency, cid),
+        )
+
+
+def _refresh_derived(conn: sqlite3.Connection) -> None:
+    _refresh_account_names(conn)
+    _rebuild_agency_clients(conn)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -872,6 +1093,8 @@ class Cache:
         self._retries = retries
         self._backoff = backoff
         self._snapshot: SnapshotWriter | None = None
+        self._fts = False  # the trigram search index is present and usable
+        self._fts_table = False  # the index exists in the file (it may be unusable with this Python's SQLite)
 
     # ---------------------------------------------------------------- opening, closing, damaged files
 
@@ -952,18 +1175,48 @@ class Cache:
         conn.execute("PRAGMA temp_store=FILE")  # staging of a 100k-link sync must not live in memory
         if version < SCHEMA_VERSION:
             self._migrate()
+        self._prepare_search_index()
 
     def _migrate(self) -> None:
-        """Apply pending migrations, each in its own IMMEDIATE transaction (another process may race us)."""
+        """Apply pending migrations, each in its own IMMEDIATE transaction (another process may race us), then
+        rebuild the derived tables for the current code."""
+        migrated = False
         while True:
             with self._write() as conn:
                 version = conn.execute("PRAGMA user_version").fetchone()[0]
-                if version >= SCHEMA_VERSION:
-                    if version > SCHEMA_VERSION:
-                        raise CacheTooNew(self.path, version)
+                if version > SCHEMA_VERSION:
+                    raise CacheTooNew(self.path, version)
+                if version == SCHEMA_VERSION:
+                    if migrated:
+                        _refresh_derived(conn)
                     return
                 MIGRATIONS[version](conn)
                 conn.execute(f"PRAGMA user_version = {version + 1}")
+                migrated = True
+
+    def _prepare_search_index(self) -> None:
+        """Create or repair the optional trigram index; without FTS5 the text filter scans (slower, same answers)."""
+        exists = lambda: self._conn.execute(  # noqa: E731
+            "SELECT 1 FROM sqlite_master WHERE name = 'link_search'"
+        ).fetchone() is not None
+        self._fts_table = exists()
+        if not _fts_available():
+            self._fts = False
+            if self._fts_table and self._conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'trigger' AND name = 'link_search_insert'"
+            ).fetchone():
+                with self._write() as conn:
+                    _drop_search_triggers(conn)
+                    conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('search_index_stale', '1')")
+            return
+        stale = self.meta_get("search_index_stale") is not None
+        if not self._fts_table or stale:
+            with self._write() as conn:
+                # Re-check under the write lock: another process may just have built it.
+                if not exists() or conn.execute("SELECT 1 FROM meta WHERE key = 'search_index_stale'").fetchone():
+                    _rebuild_search_index(conn)
+            self._fts_table = True
+        self._fts = True
 
     @property
     def schema_version(self) -> int:
@@ -1090,7 +1343,7 @@ class Cache:
         self._conn.execute(f"DROP TABLE IF EXISTS temp.{name}")
         self._conn.execute(
             f"CREATE TEMP TABLE {name} ({', '.join(cols)}, derived_invited_at INTEGER, search_text TEXT NOT NULL,"
-            " PRIMARY KEY (client_entity_id, managing_customer_id, type))"
+            " PRIMARY KEY (client_entity_id, managing_customer_id, type)) WITHOUT ROWID"
         )
 
     def _stage_links(self, table: str, links: Iterable[ClientLink]) -> int:
@@ -1112,66 +1365,99 @@ class Cache:
         return n
 
     def _apply_staged_links(self, stage: str, now_us: int, source: str, actor: int | None, *, full: bool) -> int:
-        """Inside a write transaction: append change events versus the live rows, then upsert the staged links
-        (and, for a full snapshot, remove the links the service no longer returns). Returns the events appended."""
+        """Inside a write transaction: append change events versus the live rows, then write the staged links that
+        differ (and, for a full snapshot, remove the links the service no longer returns). The search index
+        follows through triggers. Returns the number of events appended."""
         conn = self._conn
+        if self._fts_table and not self._fts:
+            # The index exists but this SQLite cannot update it: have it rebuilt where it can.
+            conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('search_index_stale', '1')")
         join = (
-            f"main.client_links l ON l.client_entity_id = s.client_entity_id"
-            f" AND l.managing_customer_id = s.managing_customer_id AND l.type = s.type"
+            "main.client_links l ON l.client_entity_id = s.client_entity_id"
+            " AND l.managing_customer_id = s.managing_customer_id AND l.type = s.type"
         )
         events = conn.execute(
             f"""INSERT INTO link_events (client_entity_id, managing_customer_id, type, at, kind, from_status,
                                          to_status, source, actor_user_id, detail)
                 SELECT s.client_entity_id, s.managing_customer_id, s.type, ?, 'change', l.status, s.status, ?, ?,
-                       CASE WHEN l.client_entity_id IS NULL THEN 'first seen' END
+                       CASE WHEN l.id IS NULL THEN 'first seen' END
                 FROM temp.{stage} s LEFT JOIN {join}
-                WHERE l.client_entity_id IS NULL OR l.status IS NOT s.status
+                WHERE l.id IS NULL OR l.status IS NOT s.status
                 ORDER BY s.client_entity_id, s.managing_customer_id, s.type""",
             (now_us, source, actor),
         ).rowcount
+        bulk_search = False
+        if full and self._fts:
+            # A first sync (mostly new links): per-row index triggers cost ~2x a bulk build; build it after.
+            staged = conn.execute(f"SELECT count(*) FROM temp.{stage}").fetchone()[0]
+            live = conn.execute("SELECT count(*) FROM main.client_links").fetchone()[0]
+            if staged > 5000 and live < staged // 2:
+                _drop_search_triggers(conn)
+                conn.execute("DROP TABLE IF EXISTS main.link_search")
+                bulk_search = True
         if full:
-            gone = (
-                f"NOT EXISTS (SELECT 1 FROM temp.{stage} s WHERE s.client_entity_id = l.client_entity_id"
-                f" AND s.managing_customer_id = l.managing_customer_id AND s.type = l.type)"
+            conn.execute("DROP TABLE IF EXISTS temp.gone_links")
+            conn.execute(
+                f"""CREATE TEMP TABLE gone_links AS SELECT l.id FROM main.client_links l
+                    WHERE NOT EXISTS (SELECT 1 FROM temp.{stage} s WHERE s.client_entity_id = l.client_entity_id
+                                      AND s.managing_customer_id = l.managing_customer_id AND s.type = l.type)"""
             )
             events += conn.execute(
-                f"""INSERT INTO link_events (client_entity_id, managing_customer_id, type, at, kind, from_status,
-                                             to_status, source, actor_user_id, detail)
-                    SELECT l.client_entity_id, l.managing_customer_id, l.type, ?, 'change', l.status, NULL, ?, ?,
-                           'no longer returned by the service'
-                    FROM main.client_links l WHERE {gone}
-                    ORDER BY l.client_entity_id, l.managing_customer_id, l.type""",
+                """INSERT INTO link_events (client_entity_id, managing_customer_id, type, at, kind, from_status,
+                                            to_status, source, actor_user_id, detail)
+                   SELECT l.client_entity_id, l.managing_customer_id, l.type, ?, 'change', l.status, NULL, ?, ?,
+                          'no longer returned by the service'
+                   FROM temp.gone_links g JOIN main.client_links l ON l.id = g.id
+                   ORDER BY l.client_entity_id, l.managing_customer_id, l.type""",
                 (now_us, source, actor),
             ).rowcount
-            conn.execute(f"DELETE FROM main.client_links AS l WHERE {gone}")
+            conn.execute("DELETE FROM main.client_links WHERE id IN (SELECT id FROM temp.gone_links)")
+            conn.execute("DROP TABLE temp.gone_links")
 
+        pending = _lit(_PENDING)
+        # When the pending invitation was made: the link's own account of it (rules.invited_at), else kept from
+        # the previous observation while still pending, else first observed now; kept after it moves on.
+        invited = (
+            f"COALESCE(s.derived_invited_at, CASE WHEN s.status = {pending}"
+            f" THEN CASE WHEN l.status = {pending} THEN COALESCE(l.invited_at, :now) ELSE :now END"
+            f" ELSE l.invited_at END)"
+        )
+        owner = (
+            f"CASE WHEN s.type = {_lit(LinkType.CustomerLink.value)} THEN s.client_entity_id"
+            " ELSE COALESCE((SELECT a.parent_customer_id FROM main.accounts a WHERE a.id = s.client_entity_id),"
+            " (SELECT c.id FROM main.customers c WHERE c.number = s.client_entity_customer_number"
+            " ORDER BY c.id LIMIT 1), l.client_customer_id) END"
+        )
         cols = ", ".join(_q(a) for a in LINK_COLUMNS)
         s_cols = ", ".join("s." + _q(a) for a in LINK_COLUMNS)
-        own = ("invited_at", "client_customer_id", "search_text")
-        updated = [*LINK_COLUMNS, *own]
+        updated = [*LINK_COLUMNS, "invited_at", "client_customer_id", "search_text"]
         set_sql = ", ".join(f"{_q(c)} = excluded.{_q(c)}" for c in updated)
-        changed_sql = " OR ".join(f"client_links.{_q(c)} IS NOT excluded.{_q(c)}" for c in updated)
-        pending = _lit(_PENDING)
+        # Only rows that differ reach the INSERT: a re-sync of an unchanged world writes (almost) nothing.
+        differs = " OR ".join(
+            [f"l.{_q(a)} IS NOT s.{_q(a)}" for a in LINK_COLUMNS]
+            + ["l.search_text IS NOT s.search_text", f"l.invited_at IS NOT ({invited})",
+               f"l.client_customer_id IS NOT ({owner})"]
+        )
         conn.execute(
             f"""INSERT INTO main.client_links ({cols}, first_seen_at, invited_at, client_customer_id, search_text)
-                SELECT {s_cols}, :now,
-                    COALESCE(s.derived_invited_at,
-                             CASE WHEN s.status = {pending}
-                                  THEN CASE WHEN l.status = {pending} THEN COALESCE(l.invited_at, :now) ELSE :now END
-                                  ELSE l.invited_at END),
-                    CASE WHEN s.type = {_lit(LinkType.CustomerLink.value)} THEN s.client_entity_id
-                         ELSE COALESCE((SELECT a.parent_customer_id FROM main.accounts a WHERE a.id = s.client_entity_id),
-                                       (SELECT c.id FROM main.customers c
-                                        WHERE c.number = s.client_entity_customer_number ORDER BY c.id LIMIT 1),
-                                       l.client_customer_id) END,
-                    s.search_text
+                SELECT {s_cols}, :now, {invited}, {owner}, s.search_text
                 FROM temp.{stage} s LEFT JOIN {join}
-                WHERE 1
-                ON CONFLICT (client_entity_id, managing_customer_id, type) DO UPDATE SET {set_sql}
-                WHERE {changed_sql}""",
+                WHERE l.id IS NULL OR {differs}
+                ON CONFLICT (client_entity_id, managing_customer_id, type) DO UPDATE SET {set_sql}""",
             {"now": now_us},
         )
+        if bulk_search:
+            _rebuild_search_index(conn)
         return events
+
+    def _agency_client_pairs(self, stage: str) -> set[tuple[int, int | None]]:
+        return set(
+            self._conn.execute(
+                f"""SELECT l.managing_customer_id, l.client_customer_id FROM temp.{stage} s
+                    JOIN main.client_links l ON l.client_entity_id = s.client_entity_id
+                     AND l.managing_customer_id = s.managing_customer_id AND l.type = s.type"""
+            ).fetchall()
+        )
 
     @_guard
     def upsert_links(
@@ -1188,7 +1474,9 @@ class Cache:
             self._stage_links("upsert_links", links)
             with self._write() as conn:
                 before = conn.execute("SELECT COALESCE(max(id), 0) FROM link_events").fetchone()[0]
+                pairs = self._agency_client_pairs("upsert_links")
                 self._apply_staged_links("upsert_links", _to_us(now), source, actor_user_id, full=False)  # type: ignore[arg-type]
+                _refresh_agency_clients(conn, pairs | self._agency_client_pairs("upsert_links"))
                 rows = conn.execute(f"{_EVENT_SELECT} WHERE id > ? ORDER BY id", (before,)).fetchall()
         finally:
             self._conn.execute("DROP TABLE IF EXISTS temp.upsert_links")
@@ -1330,11 +1618,20 @@ class Cache:
             values = [status] if isinstance(status, str) else list(status)
             where.append(f"l.status IN ({', '.join('?' * len(values))})")
             params += [_enum_value(v) for v in values]
-        needle = _fold(text).strip() if text else ""
-        if needle:
-            where.append("instr(l.search_text, ?) > 0")
-            params.append(needle)
+        text_sql, text_params = self._text_condition(text)
+        if text_sql:
+            where.append(text_sql)
+            params += text_params
         return " AND ".join(where), params
+
+    def _text_condition(self, text: str | None) -> tuple[str | None, list[Any]]:
+        """The inbox text filter: the trigram index for 3+ characters when available, else a scan."""
+        needle = "".join(ch for ch in _fold(text or "") if ch >= " " and ch != "\x7f").strip()
+        if not needle:
+            return None, []
+        if self._fts and len(needle) >= _FTS_MIN_CHARS:
+            return "l.id IN (SELECT rowid FROM link_search WHERE link_search MATCH ?)", ['"' + needle.replace('"', '""') + '"']
+        return "instr(l.search_text, ?) > 0", [needle]
 
     @_guard
     def inbox_page(
@@ -1412,23 +1709,42 @@ class Cache:
     def stage_counts(
         self, customer_id: int, now: datetime, *, perspective: Perspective | None = None, text: str | None = None
     ) -> dict[Stage, int]:
-        """Links per stage (every stage present, zeros included), for both perspectives unless one is given."""
+        """Links per stage (every stage present, zeros included), for both perspectives unless one is given.
+
+        Counted per status from the (customer, status, invited_at) index; only the statuses whose stage depends on
+        time are split by invitation time."""
         counts = {s: 0 for s in Stage}
+        now_us = _to_us(now)
+        assert now_us is not None
+        text_sql, text_params = self._text_condition(text)
         persps = [perspective] if perspective is not None else [Perspective.SENT, Perspective.RECEIVED]
-        needle = _fold(text).strip() if text else ""
         for p in persps:
+            plan = _stage_plan(p)
             col = "managing_customer_id" if p == Perspective.SENT else "client_customer_id"
             where = [f"l.{col} = ?"]
             params: list[Any] = [int(customer_id)]
             if p == Perspective.RECEIVED and perspective is None:
-                where.append("l.managing_customer_id != ?")
+                where.append("l.managing_customer_id != ?")  # a link with both sides ours counts as sent
                 params.append(int(customer_id))
-            if needle:
-                where.append("instr(l.search_text, ?) > 0")
-                params.append(needle)
-            sql = f"SELECT {stage_sql(p, now)} AS st, count(*) FROM client_links l WHERE {' AND '.join(where)} GROUP BY st"
-            for st, n in self._conn.execute(sql, params):
-                counts[_STAGE_BY_VALUE[st]] += n
+            if text_sql:
+                where.append(text_sql)
+                params += text_params
+            w = " AND ".join(where)
+            for status, n in self._conn.execute(
+                f"SELECT l.status, count(*) FROM client_links l WHERE {w} GROUP BY l.status", params
+            ):
+                g = _group_of(plan, status)
+                if len(g.outcomes) == 1:
+                    counts[g.when_no_invitation] += n
+            for g in plan:
+                if len(g.outcomes) == 1:
+                    continue
+                sql = (
+                    f"SELECT {_group_stage_sql(g, now_us, 'l.invited_at')} AS st, count(*) FROM client_links l"
+                    f" WHERE {w} AND {_status_condition(g, plan, 'l.status')} GROUP BY st"
+                )
+                for st, n in self._conn.execute(sql, params):
+                    counts[_STAGE_BY_VALUE[st]] += n
         return counts
 
     # ---------------------------------------------------------------- hierarchy and tree
@@ -1530,14 +1846,15 @@ class Cache:
         """A page of the accounts a user reaches (by name), each with its link to the customer it is reached
         through. An account reachable through two customers appears once per customer."""
         rows = self._conn.execute(
-            f"""SELECT ua.account_id, a.name, a.number, a.parent_customer_id, ua.via_customer_id,
+            f"""SELECT ua.account_id, COALESCE(a.name, l.client_entity_name), COALESCE(a.number, l.client_entity_number),
+                       COALESCE(a.parent_customer_id, l.client_customer_id), ua.via_customer_id,
                        l.status, l.is_bill_to_client, l.invited_at
                 FROM user_accounts ua
                 LEFT JOIN accounts a ON a.id = ua.account_id
                 LEFT JOIN client_links l ON l.client_entity_id = ua.account_id
                      AND l.managing_customer_id = ua.via_customer_id AND l.type = {_lit(LinkType.AccountLink.value)}
                 WHERE ua.user_id = ?
-                ORDER BY a.name IS NULL, a.name COLLATE NOCASE, ua.account_id, ua.via_customer_id
+                ORDER BY ua.account_name COLLATE NOCASE, ua.account_id, ua.via_customer_id
                 LIMIT ? OFFSET ?""",
             (int(user_id), int(limit), int(offset)),
         ).fetchall()
@@ -1546,8 +1863,7 @@ class Cache:
     @_guard
     def client_customers_count(self, agency_customer_id: int) -> int:
         return self._conn.execute(
-            "SELECT count(DISTINCT coalesce(client_customer_id, -1)) FROM client_links WHERE managing_customer_id = ?",
-            (int(agency_customer_id),),
+            "SELECT count(*) FROM agency_clients WHERE agency_customer_id = ?", (int(agency_customer_id),)
         ).fetchone()[0]
 
     @_guard
@@ -1555,14 +1871,10 @@ class Cache:
         """A page of the client customers that have links with the agency, by name; links whose client owner is
         unknown come last under ``customer_id`` None."""
         rows = self._conn.execute(
-            f"""SELECT g.cid, c.name, c.number, g.n, g.cust_status
-                FROM (SELECT l.client_customer_id AS cid, count(*) AS n,
-                             max(CASE WHEN l.type = {_lit(LinkType.CustomerLink.value)} THEN l.status END) AS cust_status
-                      FROM client_links l WHERE l.managing_customer_id = ?
-                      GROUP BY l.client_customer_id) g
-                LEFT JOIN customers c ON c.id = g.cid
-                ORDER BY g.cid IS NULL, c.name IS NULL, c.name COLLATE NOCASE, g.cid
-                LIMIT ? OFFSET ?""",
+            """SELECT customer_id, CASE WHEN customer_id IS NULL THEN NULL ELSE name END, number, link_count,
+                      customer_link_status
+               FROM agency_clients WHERE agency_customer_id = ?
+               ORDER BY grp, name COLLATE NOCASE, customer_id LIMIT ? OFFSET ?""",
             (int(agency_customer_id), int(limit), int(offset)),
         ).fetchall()
         return [TreeCustomer(r[0], r[1], r[2], r[3], _status(r[4])) for r in rows]
@@ -1682,6 +1994,49 @@ def _tree_account(r: Sequence[Any]) -> TreeAccount:
     )
 
 
+_CUSTOMER_COLS = ("id", "name", "number", "life_cycle_status", "financial_status", "market_country", "market_language")
+_ACCOUNT_COLS = ("id", "name", "number", "parent_customer_id", "bill_to_customer_id", "life_cycle_status",
+                 "financial_status", "currency_code", "pause_reason", "prepaid")
+_USER_COLS = ("id", "user_name", "customer_id", "first_name", "last_name", "email", "phone", "life_cycle_status")
+_ROLE_COLS = ("user_id", "customer_id", "role_id", "customer_link_permission", "all_accounts")
+
+
+def _merge(
+    conn: sqlite3.Connection,
+    table: str,
+    stage: str,
+    keys: tuple[str, ...],
+    cols: tuple[str, ...],
+    *,
+    delete_where: str = "1",
+    insert_where: str = "1",
+) -> None:
+    """Make ``main.table`` equal to ``temp.stage`` by key, writing only what differs (a stable world costs little
+    and cascades nothing). ``delete_where`` may use alias ``t`` (live rows), ``insert_where`` alias ``s`` (staged)."""
+    match = " AND ".join(f"s.{k} = t.{k}" for k in keys)
+    conn.execute(
+        f"DELETE FROM main.{table} AS t WHERE ({delete_where}) AND NOT EXISTS (SELECT 1 FROM temp.{stage} s WHERE {match})"
+    )
+    all_cols = ", ".join(cols)
+    rest = [c for c in cols if c not in keys]
+    if rest:
+        set_sql = ", ".join(f"{c} = excluded.{c}" for c in rest)
+        differs = " OR ".join(f"t.{c} IS NOT s.{c}" for c in rest)
+        conn.execute(
+            f"""INSERT INTO main.{table} ({all_cols})
+                SELECT {', '.join('s.' + c for c in cols)} FROM temp.{stage} s
+                LEFT JOIN main.{table} t ON {match}
+                WHERE ({insert_where})
+                  AND (t.{keys[0]} IS NULL OR {differs})
+                ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {set_sql}"""
+        )
+    else:
+        conn.execute(
+            f"INSERT OR IGNORE INTO main.{table} ({all_cols})"
+            f" SELECT {', '.join('s.' + c for c in cols)} FROM temp.{stage} s WHERE {insert_where}"
+        )
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # Snapshot writer
 # --------------------------------------------------------------------------------------------------------------------
@@ -1708,18 +2063,23 @@ class SnapshotWriter:
         conn = cache._conn
         for t in self._TABLES:
             conn.execute(f"DROP TABLE IF EXISTS temp.{t}")
-        conn.execute("CREATE TEMP TABLE snap_customers (id INTEGER PRIMARY KEY, name, number, life_cycle_status,"
-                     " financial_status, market_country, market_language)")
-        conn.execute("CREATE TEMP TABLE snap_accounts (id INTEGER PRIMARY KEY, name, number, parent_customer_id,"
-                     " bill_to_customer_id, life_cycle_status, financial_status, currency_code, pause_reason, prepaid)")
-        conn.execute("CREATE TEMP TABLE snap_account_agencies (account_id, agency_customer_id,"
-                     " PRIMARY KEY (account_id, agency_customer_id))")
-        conn.execute("CREATE TEMP TABLE snap_users (id INTEGER PRIMARY KEY, user_name, customer_id, first_name,"
-                     " last_name, email, phone, life_cycle_status)")
-        conn.execute("CREATE TEMP TABLE snap_user_roles (user_id, customer_id, role_id, customer_link_permission,"
-                     " all_accounts, PRIMARY KEY (user_id, customer_id, role_id))")
-        conn.execute("CREATE TEMP TABLE snap_user_accounts (user_id, account_id, via_customer_id, source,"
-                     " PRIMARY KEY (user_id, account_id, via_customer_id))")
+        # Typed like the live tables: an untyped column has no affinity, and SQLite could not use the staging
+        # indexes when comparing it with an INTEGER column.
+        conn.execute("CREATE TEMP TABLE snap_customers (id INTEGER PRIMARY KEY, name TEXT, number TEXT,"
+                     " life_cycle_status TEXT, financial_status TEXT, market_country TEXT, market_language TEXT)")
+        conn.execute("CREATE TEMP TABLE snap_accounts (id INTEGER PRIMARY KEY, name TEXT, number TEXT,"
+                     " parent_customer_id INTEGER, bill_to_customer_id INTEGER, life_cycle_status TEXT,"
+                     " financial_status TEXT, currency_code TEXT, pause_reason INTEGER, prepaid INTEGER)")
+        conn.execute("CREATE TEMP TABLE snap_account_agencies (account_id INTEGER, agency_customer_id INTEGER,"
+                     " PRIMARY KEY (account_id, agency_customer_id)) WITHOUT ROWID")
+        conn.execute("CREATE TEMP TABLE snap_users (id INTEGER PRIMARY KEY, user_name TEXT, customer_id INTEGER,"
+                     " first_name TEXT, last_name TEXT, email TEXT, phone TEXT, life_cycle_status TEXT)")
+        conn.execute("CREATE TEMP TABLE snap_user_roles (user_id INTEGER, customer_id INTEGER, role_id INTEGER,"
+                     " customer_link_permission TEXT, all_accounts INTEGER,"
+                     " PRIMARY KEY (user_id, customer_id, role_id)) WITHOUT ROWID")
+        conn.execute("CREATE TEMP TABLE snap_user_accounts (user_id INTEGER, account_id INTEGER,"
+                     " via_customer_id INTEGER, source TEXT, PRIMARY KEY (user_id, account_id, via_customer_id))"
+                     " WITHOUT ROWID")
         cache._create_link_stage("snap_links")
 
     def _check_open(self) -> None:
@@ -1837,22 +2197,18 @@ class SnapshotWriter:
         with cache._write():
             p = self._provided
             if "customers" in p:
-                conn.execute("DELETE FROM main.customers")
-                conn.execute("INSERT INTO main.customers SELECT * FROM temp.snap_customers")
+                _merge(conn, "customers", "snap_customers", ("id",), _CUSTOMER_COLS)
             if "accounts" in p:
-                conn.execute("DELETE FROM main.accounts")  # cascades to account_agencies
-                conn.execute("INSERT INTO main.accounts SELECT * FROM temp.snap_accounts")
-                conn.execute(
-                    "INSERT INTO main.account_agencies SELECT g.* FROM temp.snap_account_agencies g"
-                    " WHERE g.account_id IN (SELECT id FROM main.accounts)"
-                )
+                _merge(conn, "accounts", "snap_accounts", ("id",), _ACCOUNT_COLS)  # removals cascade to agencies
+                _merge(conn, "account_agencies", "snap_account_agencies", ("account_id", "agency_customer_id"),
+                       ("account_id", "agency_customer_id"), insert_where="s.account_id IN (SELECT id FROM main.accounts)")
             if "users" in p:
-                conn.execute("DELETE FROM main.users")  # cascades to user_roles, user_accounts
-                conn.execute("INSERT INTO main.users SELECT * FROM temp.snap_users")
-                conn.execute("INSERT INTO main.user_roles SELECT * FROM temp.snap_user_roles"
-                             " WHERE user_id IN (SELECT id FROM main.users)")
-                conn.execute("INSERT INTO main.user_accounts SELECT * FROM temp.snap_user_accounts"
-                             " WHERE user_id IN (SELECT id FROM main.users)")
+                _merge(conn, "users", "snap_users", ("id",), _USER_COLS)  # removals cascade to roles and access
+                _merge(conn, "user_roles", "snap_user_roles", ("user_id", "customer_id", "role_id"), _ROLE_COLS,
+                       insert_where="s.user_id IN (SELECT id FROM main.users)")
+                _merge(conn, "user_accounts", "snap_user_accounts", ("user_id", "account_id", "via_customer_id"),
+                       ("user_id", "account_id", "via_customer_id", "source"), delete_where="t.source != 'customer'",
+                       insert_where="s.user_id IN (SELECT id FROM main.users)")
             if "users" in p or "accounts" in p:
                 # Customer-level access (no AccountIds in the role) reaches every account the customer owns.
                 conn.execute("DELETE FROM main.user_accounts WHERE source = 'customer'")
@@ -1863,8 +2219,10 @@ class SnapshotWriter:
                 )
             if "links" in p:
                 events = cache._apply_staged_links("snap_links", now_us, "sync", None, full=True)
-            elif "accounts" in p or "customers" in p:
-                pass  # links keep their client_customer_id; the next link sync refreshes it
+            if "users" in p or "accounts" in p or "links" in p:
+                _refresh_account_names(conn)
+            if "links" in p or "customers" in p:
+                _rebuild_agency_clients(conn)
             for k, v in self._meta.items():
                 if v is None:
                     conn.execute("DELETE FROM main.meta WHERE key = ?", (k,))
@@ -1877,9 +2235,12 @@ class SnapshotWriter:
                 (now_us, c["customers"], c["accounts"], c["users"], c["links"], events, self.run_id),
             )
         self._close()
-        # Fresh statistics let the planner pick the right inbox index; bounded cost.
-        conn.execute("PRAGMA analysis_limit=1000")
-        conn.execute("PRAGMA optimize")
+        # Fresh statistics let the planner pick the right inbox index (bounded cost: sampled).
+        try:
+            conn.execute("PRAGMA analysis_limit=2000")
+            conn.execute("ANALYZE main")
+        except sqlite3.OperationalError:
+            pass  # another writer holds the lock: statistics are an optimisation, the sync itself is committed
         row = conn.execute(f"{_RUN_SELECT} WHERE id = ?", (self.run_id,)).fetchone()
         return _run(row)
 
