@@ -16,6 +16,7 @@ On 209 (the link changed since it was read) the link is read again and the resul
 
 from __future__ import annotations
 
+import re
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -97,6 +98,23 @@ def links_by_number(cache: "Cache", customer_id: int, number: str, now: datetime
     return out
 
 
+#: Characters XML 1.0 cannot carry at all (not even escaped): a SOAP request holding one is refused as a whole.
+_XML_ILLEGAL = re.compile("[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def transport_problems(draft: ClientLink) -> list[Violation]:
+    """Text the SOAP envelope cannot carry (control characters such as a pasted terminal escape)."""
+    out = []
+    for attr, wire, what in (("name", "Name", "name"), ("note", "Note", "note"),
+                             ("client_entity_number", "ClientEntityNumber", "client number")):
+        value = getattr(draft, attr)
+        if isinstance(value, str) and _XML_ILLEGAL.search(value):
+            out.append(Violation(wire, rules.E_FIELD_INVALID,
+                                 f"The {what} contains control characters (for example a pasted terminal escape), "
+                                 "which Microsoft Advertising cannot accept; remove them."))
+    return out
+
+
 def check_invitation(cache: "Cache", actor: Actor, draft: ClientLink, now: datetime) -> list[Violation]:
     """Every rule a new invitation breaks, with the cache's context (no network)."""
     draft = with_defaults(draft, actor)
@@ -109,7 +127,8 @@ def check_invitation(cache: "Cache", actor: Actor, draft: ClientLink, now: datet
             client_account = cache.account(draft.client_entity_id)
     elif isinstance(draft.client_entity_number, str) and draft.client_entity_number.strip():
         existing = links_by_number(cache, actor.customer_id, draft.client_entity_number, now, link_type)
-    return rules.check_new_invitation(draft, actor=actor, now=now, existing=existing, client_account=client_account)
+    return rules.check_new_invitation(draft, actor=actor, now=now, existing=existing,
+                                      client_account=client_account) + transport_problems(draft)
 
 
 def _resolve_number(cache: "Cache", actor: Actor, draft: ClientLink, now: datetime) -> ClientLink:
@@ -411,6 +430,7 @@ def act(ctx: ActionContext, action: Action | str, key: LinkKey, note: str | None
         requested = requested.replace(note=note)
     invited = stored.invited_at if stored is not None else None
     problems = rules.check_update(link, requested, actor=actor, party=party, now=now, invited_at=invited)
+    problems += [v for v in transport_problems(requested) if v.field == "Note"]
     if problems:
         return ActionResult(False, key, _first_sentence(problems), problems, link)
 
