@@ -563,3 +563,278 @@ def test_two_processes_writing_at_once_never_see_database_is_locked(path):
     with Cache.open(path) as c:
         assert c.integrity_problems() == []
         assert [r.outcome for r in c.sync_runs()][:8] == ["ok"] * 8
+
+
+# ------------------------------------------------------------------------------------------------ snapshots
+
+
+def test_snapshot_commit_replaces_state_and_records_every_change(cache):
+    run1 = sync(cache, T0, [link(1, S.LinkPending, last_modified_date_time=T0 - timedelta(days=1)),
+                            link(2, S.Active), link(3, S.LinkPending)])
+    assert (run1.outcome, run1.links, run1.events) == ("ok", 3, 3)
+    t1 = T0 + timedelta(hours=3)
+    run2 = sync(cache, t1, [link(1, S.Active, last_modified_date_time=t1), link(2, S.Active), link(4, S.LinkPending)])
+    assert (run2.links, run2.events) == (3, 3)  # 1 changed, 3 disappeared, 4 appeared; 2 unchanged
+    assert statuses(cache) == {LinkKey(1, AGENCY): S.Active, LinkKey(2, AGENCY): S.Active,
+                               LinkKey(4, AGENCY): S.LinkPending}
+    tl = cache.timeline(LinkKey(1, AGENCY))
+    assert [(e.from_status, e.to_status, e.source, e.at) for e in tl] == [
+        (None, S.LinkPending, "sync", T0), (S.LinkPending, S.Active, "sync", t1)]
+    assert tl[0].detail == "first seen"
+    assert [e.to_status for e in cache.timeline(LinkKey(2, AGENCY))] == [S.Active]
+    gone = cache.timeline(LinkKey(3, AGENCY))
+    assert (gone[-1].from_status, gone[-1].to_status) == (S.LinkPending, None)
+    assert gone[-1].detail == "no longer returned by the service"
+    assert [(e.from_status, e.to_status, e.at) for e in cache.timeline(LinkKey(4, AGENCY))] == [(None, S.LinkPending, t1)]
+    stored = cache.stored_link(LinkKey(1, AGENCY))
+    assert stored.first_seen_at == T0  # kept across syncs
+    assert stored.invited_at == T0 - timedelta(days=1)  # the invitation's time is kept once it moved on
+    assert cache.last_sync().id == run2.id and cache.last_ok_sync().finished_at == t1
+    assert cache.age(t1 + timedelta(minutes=5)) == timedelta(minutes=5)
+    assert cache.integrity_problems() == []
+
+
+def test_snapshot_replaces_only_the_kinds_it_staged(cache):
+    sync(cache, T0, [link(1)], customers=[Customer(AGENCY, "Agency")], accounts=[Account(1, "A", "N1", 11)],
+         users=[User(7, "sam", AGENCY, roles=(CustomerRole(AGENCY, Role.SuperAdmin),))])
+    sync(cache, T0, [link(1), link(2)])  # links only
+    assert cache.customer(AGENCY).name == "Agency" and cache.account(1) is not None and cache.user(7) is not None
+    sync(cache, T0, users=[])  # "there are no users" is stated by staging an empty list
+    assert cache.user(7) is None and cache.link_count() == 2
+
+
+def test_abort_keeps_the_previous_state_and_records_the_outcome(cache):
+    sync(cache, T0, [link(1, S.LinkPending)])
+    snap = cache.begin_snapshot(T0)
+    snap.add_links([link(1, S.Active), link(2)])
+    snap.add_customers([Customer(5, "X")])
+    run = snap.abort("The service did not answer.", T0 + timedelta(minutes=1))
+    assert (run.outcome, run.message) == ("failed", "The service did not answer.")
+    assert statuses(cache) == {LinkKey(1, AGENCY): S.LinkPending} and cache.customer(5) is None
+    assert len(cache.timeline(LinkKey(1, AGENCY))) == 1
+    assert cache._conn.execute("SELECT count(*) FROM temp.sqlite_master").fetchone()[0] == 0  # staging dropped
+    with pytest.raises(RuntimeError, match="already committed or aborted"):
+        snap.add_links([link(3)])
+    snap2 = cache.begin_snapshot(T0)
+    assert snap2.abort("stopped", T0, cancelled=True).outcome == "cancelled"
+    assert cache.last_ok_sync().outcome == "ok" and cache.last_sync().outcome == "cancelled"
+    sync(cache, T0, [link(1, S.Active)])  # and the next sync works
+    assert statuses(cache) == {LinkKey(1, AGENCY): S.Active}
+
+
+def test_one_snapshot_at_a_time_per_connection(cache):
+    snap = cache.begin_snapshot(T0)
+    with pytest.raises(RuntimeError, match="already open"):
+        cache.begin_snapshot(T0)
+    snap.commit(T0)
+    cache.begin_snapshot(T0).abort("x", T0)
+
+
+def test_staging_is_invisible_to_other_connections_and_takes_no_write_lock(cache, path):
+    sync(cache, T0, [link(1, S.LinkPending)])
+    snap = cache.begin_snapshot(T0)
+    snap.add_links(link(i, S.Inactive) for i in range(5000))
+    with Cache.open(path, busy_timeout=0.05, retries=0) as other:
+        assert other.link_count() == 1
+        other.meta_set("written", "while staging")  # would raise CacheBusy if staging held the lock
+    snap.commit(T0)
+    assert cache.link_count() == 5000 and cache.meta_get("written") == "while staging"
+
+
+def test_interrupted_run_is_marked_failed_by_the_next_sync(cache):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    cache._conn.execute("INSERT INTO sync_runs (started_at, outcome, pid) VALUES (0, 'running', ?)", (dead.pid,))
+    cache._conn.execute("INSERT INTO sync_runs (started_at, outcome, pid) VALUES (0, 'running', ?)", (os.getpid(),))
+    cache.begin_snapshot(T0).commit(T0)
+    outcomes = [(r.outcome, r.message) for r in cache.sync_runs()][::-1]
+    assert outcomes[0] == ("failed", "interrupted: the process stopped before the sync finished")
+    assert outcomes[1] == ("running", None)  # a live process's run is left alone
+    assert outcomes[2] == ("ok", None)
+
+
+_KILL_CHILD = textwrap.dedent(
+    """
+    import sys, time
+    from datetime import datetime, timezone
+    from linkdesk.core.cache import Cache
+    from linkdesk.core.model import ClientLink, ClientLinkStatus as S
+    path, mode = sys.argv[1], sys.argv[2]
+    now = datetime(2026, 3, 2, tzinfo=timezone.utc)
+    if mode == "commit":  # stop inside the commit's transaction, after the links were written
+        original = Cache._apply_staged_links
+        def slow(self, *a, **k):
+            n = original(self, *a, **k)
+            print("inside commit", flush=True)
+            time.sleep(60)
+            return n
+        Cache._apply_staged_links = slow
+    c = Cache.open(path)
+    snap = c.begin_snapshot(now)
+    def links():
+        for i in range(12000):
+            if mode == "staging" and i == 9000:
+                print("staged", flush=True)
+                time.sleep(60)
+            yield ClientLink(client_entity_id=1 + i, managing_customer_id=1000, status=S.Inactive,
+                             client_entity_name=f"killed {i}")
+    snap.add_links(links())
+    snap.commit(now)
+    """
+)
+
+
+@pytest.mark.parametrize("mode", ["staging", "commit"])
+def test_kill_9_in_the_middle_of_a_snapshot_leaves_the_previous_state(path, mode):
+    before_links = [link(i, S.LinkPending if i % 2 else S.Active) for i in range(1, 51)]
+    with Cache.open(path) as c:
+        sync(c, T0, before_links, customers=[Customer(AGENCY, "Agency")])
+        before = statuses(c)
+        events_before = c._conn.execute("SELECT count(*) FROM link_events").fetchone()[0]
+    child = subprocess.Popen([sys.executable, "-c", _KILL_CHILD, str(path), mode], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        line = child.stdout.readline()
+        assert line.strip() in ("staged", "inside commit"), child.stderr.read()
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    with Cache.open(path) as c:
+        assert c.integrity_problems() == []
+        assert statuses(c) == before
+        assert c._conn.execute("SELECT count(*) FROM link_events").fetchone()[0] == events_before
+        assert c.inbox_count(customer_id=AGENCY, text="killed", now=T0) == 0
+        assert c.last_sync().outcome == "running" and c.last_ok_sync().finished_at == T0
+        run = sync(c, T0 + timedelta(hours=1), [link(1, S.Inactive)])  # the next sync works
+        assert run.outcome == "ok" and statuses(c) == {LinkKey(1, AGENCY): S.Inactive}
+        assert [r.outcome for r in c.sync_runs()][1] == "failed"  # the killed run, now marked
+        assert c.integrity_problems() == []
+
+
+def test_invitation_time_follows_the_invitation(cache):
+    k = LinkKey(1, AGENCY)
+    sync(cache, T0, [link(1, S.LinkPending)])  # no LastModifiedDateTime: first observed now
+    assert cache.stored_link(k).invited_at == T0
+    sync(cache, T0 + timedelta(days=1), [link(1, S.LinkPending)])
+    assert cache.stored_link(k).invited_at == T0  # still the same invitation
+    sync(cache, T0 + timedelta(days=2), [link(1, S.Active)])
+    assert cache.stored_link(k).invited_at == T0  # kept after it moved on (age of the relationship)
+    later = T0 + timedelta(days=9)
+    sync(cache, later, [link(1, S.LinkPending, last_modified_date_time=later - timedelta(hours=1))])
+    assert cache.stored_link(k).invited_at == later - timedelta(hours=1)  # a new invitation: its own time
+    sync(cache, later, [link(2, S.Active)])
+    assert cache.stored_link(LinkKey(2, AGENCY)).invited_at is None  # never seen pending
+
+
+def test_the_owner_of_a_client_entity_is_resolved(cache):
+    sync(cache, T0, [link(1), link(2, client_entity_customer_number="CB"), link(3),
+                     link(12, type=LinkType.CustomerLink)],
+         customers=[Customer(11, "A", "CA"), Customer(12, "B", "CB")], accounts=[Account(1, "A1", "N1", 11)])
+    owner = lambda e, t=LinkType.AccountLink: cache.stored_link(LinkKey(e, AGENCY, t)).client_customer_id  # noqa: E731
+    assert owner(1) == 11  # from the account
+    assert owner(2) == 12  # from ClientEntityCustomerNumber
+    assert owner(3) is None
+    assert owner(12, LinkType.CustomerLink) == 12
+
+
+def test_links_without_identity_are_refused(cache):
+    snap = cache.begin_snapshot(T0)
+    with pytest.raises(ValueError, match="without ClientEntityId and ManagingCustomerId"):
+        snap.add_links([ClientLink(client_entity_number="X123", managing_customer_id=AGENCY)])
+    snap.abort("bad data", T0)
+
+
+_dt = st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1),
+                   timezones=st.sampled_from([None, UTC, timezone(timedelta(hours=-5))]))
+_text = st.none() | st.text(max_size=30)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    lk=st.builds(
+        ClientLink,
+        type=st.sampled_from([LinkType.AccountLink, LinkType.CustomerLink]),
+        client_entity_id=st.integers(1, 2**62),
+        client_entity_number=_text, client_entity_name=_text,
+        managing_customer_id=st.integers(1, 2**62),
+        managing_customer_number=_text, managing_customer_name=_text, note=_text, name=_text,
+        inviter_email=_text, inviter_name=_text, inviter_phone=_text,
+        is_bill_to_client=st.none() | st.booleans(), start_date=st.none() | _dt,
+        status=st.none() | st.sampled_from(list(S)) | st.text(min_size=1, max_size=12),
+        suppress_notification=st.booleans(), last_modified_date_time=st.none() | _dt,
+        last_modified_by_user_id=st.none() | st.integers(1, 2**40), timestamp=_text,
+        forward_compatibility_map=st.lists(st.tuples(st.text(max_size=5), st.text(max_size=5)), max_size=3).map(tuple),
+        customer_link_permission=st.none() | st.sampled_from(list(CustomerLinkPermission)) | st.just("LinkedEntityOnly"),
+        client_entity_customer_number=_text,
+    )
+)
+def test_every_client_link_element_round_trips(cache, lk):
+    cache.upsert_links([lk], T0)
+    back = cache.link(lk.key)
+
+    def norm(d):
+        return None if d is None else (d.replace(tzinfo=UTC) if d.tzinfo is None else d.astimezone(UTC))
+
+    expected = lk.replace(start_date=norm(lk.start_date), last_modified_date_time=norm(lk.last_modified_date_time))
+    assert back == expected
+    for d in (back.start_date, back.last_modified_date_time):
+        assert d is None or d.tzinfo == UTC
+
+
+def test_every_client_link_element_is_a_column(cache):
+    cols = {r[1] for r in cache._conn.execute("PRAGMA table_info(client_links)")}
+    assert set(cache_mod.CLIENT_LINK_WIRE) <= cols
+    assert {"first_seen_at", "invited_at", "client_customer_id", "search_text"} <= cols
+
+
+# ------------------------------------------------------------------------------------------------ events
+
+
+def test_upsert_links_appends_events_for_changes_with_their_source(cache):
+    k = LinkKey(1, AGENCY)
+    ev = cache.upsert_links([link(1, S.LinkPending)], T0, source="action:invite", actor_user_id=7)
+    assert [(e.key, e.from_status, e.to_status, e.source, e.actor_user_id, e.kind) for e in ev] == [
+        (k, None, S.LinkPending, "action:invite", 7, "change")]
+    assert cache.upsert_links([link(1, S.LinkPending, note="changed note")], T0) == []  # no status change
+    assert cache.link(k).note == "changed note"
+    ev = cache.upsert_links([link(1, S.LinkCanceled)], T0 + timedelta(minutes=1), source="action:cancel",
+                            actor_user_id=7)
+    assert [(e.from_status, e.to_status, e.source) for e in ev] == [(S.LinkPending, S.LinkCanceled, "action:cancel")]
+    assert cache.stored_link(k).invited_at == T0
+    assert [t.link_count for t in cache.client_customers(AGENCY)] == [1]  # the tree follows targeted writes
+
+
+def test_record_event_keeps_intents_and_outcomes(cache):
+    k = LinkKey(5, AGENCY)
+    intent = cache.record_event(k, at=T0, source="action:invite", to_status=S.LinkPending, actor_user_id=7,
+                                detail="about to send")
+    outcome = cache.record_event(k, at=T0, source="action:invite", kind="outcome", detail="sent")
+    assert (intent.kind, intent.to_status, intent.detail) == ("intent", S.LinkPending, "about to send")
+    assert [e.id for e in cache.timeline(k)] == [intent.id, outcome.id]
+    assert [e.id for e in cache.events(kind="intent")] == [intent.id]
+    assert [e.id for e in cache.events(source="action:invite")] == [outcome.id, intent.id]
+    assert cache.events(since=T0 + US) == []
+    assert len(cache.events(limit=1)) == 1
+    with pytest.raises(ValueError, match="Unknown event kind"):
+        cache.record_event(k, at=T0, source="x", kind="gossip")
+
+
+@pytest.mark.parametrize("sql", ["UPDATE link_events SET detail = 'rewritten'", "DELETE FROM link_events"])
+def test_link_events_are_append_only(cache, sql):
+    sync(cache, T0, [link(1)])
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        cache._conn.execute(sql)
+    assert len(cache.timeline(LinkKey(1, AGENCY))) == 1
+
+
+def test_meta_values_and_snapshot_meta(cache):
+    assert cache.meta_get("user_id") is None and cache.meta_get("user_id", "?") == "?"
+    cache.meta_set("user_id", "7")
+    snap = cache.begin_snapshot(T0)
+    snap.set_meta("customer_id", str(AGENCY))
+    snap.set_meta("user_id", None)
+    assert cache.meta_get("customer_id") is None  # not before the commit
+    snap.commit(T0)
+    assert cache.meta_all() == {"customer_id": str(AGENCY)}
