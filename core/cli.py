@@ -383,7 +383,7 @@ def cmd_links(args: argparse.Namespace) -> int:
             w.writerow([csv_cell("" if rec[f] is None else rec[f]) for f in LINK_FIELDS])
     else:
         if not rows:
-            _err("No links match." if total == 0 else "")
+            _err("No links match.")
         else:
             table = []
             for r in rows:
@@ -604,6 +604,9 @@ def cmd_update(args: argparse.Namespace) -> int:
         found = _find_links(cache, agency, args.account, now)
         if args.agency:
             found = [s for s in found if s.link.managing_customer_id == int(args.agency)]
+        elif action in (Action.CANCEL, Action.UNLINK):
+            ours = [s for s in found if s.link.managing_customer_id == session.identity().customer_id]
+            found = ours or found  # an agency cancels or unlinks its own links
         if not found:
             raise _no_link(args.account, session.profile)
         if len({s.link.managing_customer_id for s in found}) > 1:

@@ -192,6 +192,37 @@ def test_links_filters(capsys, shared_home):
     assert code == 0 and json.loads(out)["count"] == 3 and "raise --limit" in err
 
 
+def test_links_and_history_never_start_the_simulator(capsys, shared_home, monkeypatch):
+    from linkdesk.core.simulator import app as sim_app
+
+    def refuse(*a, **k):
+        raise AssertionError("an offline command started the simulator")
+
+    monkeypatch.setattr(sim_app.Simulator, "start", refuse)
+    monkeypatch.setattr(sim_app.Simulator, "open", refuse)
+    assert run(capsys, "links", "--demo")[0] == 0
+    assert run(capsys, "links", "--demo", "--format", "csv")[0] == 0
+    code, out, _ = run(capsys, "history", "--demo", "Tailspin Online")
+    assert code == 0 and "first seen" in out
+
+
+def test_sync_progress_bar_on_a_terminal():
+    from linkdesk.core.sync import SyncProgress
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    stream = Tty()
+    bar = cli._ProgressPrinter(stream)
+    bar(SyncProgress("users", 1, 4, "Read 1 of 4 users."))
+    bar(SyncProgress("links", 300, None, "Read 300 links so far."))
+    bar.finish()
+    text = stream.getvalue()
+    assert text.startswith("\r[######" + "." * 18 + "] users") and "Read 300 links" in text
+    assert "\n" not in text and text.endswith("\r")
+
+
 def test_history_by_name_number_and_id_offline(capsys, shared_home):
     _, out, _ = run(capsys, "links", "--demo", "--format", "json", "--text", "Tailspin Online")
     link = json.loads(out)["links"][0]
