@@ -425,9 +425,7 @@ _NUMBER_RE = re.compile(r"^[A-Za-z0-9]{4,20}$")
 _MAX_ID = 2**63 - 1
 
 
-def _fmt_date(d: datetime | None) -> str:
-    if d is None:
-        return "an unknown date"
+def _fmt_date(d: datetime) -> str:
     d = _utc(d)
     return f"{d.day} {d:%b %Y}"
 
@@ -691,8 +689,10 @@ def check_new_invitation(
             if status in BLOCKING:
                 since = link.last_modified_date_time
                 when = f" since {_fmt_date(since)}" if since is not None else ""
+                with_whom = "your agency" if link.managing_customer_id in (None, actor.customer_id) else (
+                    link.managing_customer_name or f"customer {link.managing_customer_id}")
                 v.append(Violation("ClientEntityId", E_DUPLICATE,
-                                   f"{label} already has a link with your agency in {describe_status(status)}"
+                                   f"{label} already has a link with {with_whom} in {describe_status(status)}"
                                    f"{when}; {_blocking_advice(status)}"))
         elif status in MANAGED and link_type == LinkType.AccountLink:
             who = link.managing_customer_name or f"customer {link.managing_customer_id}"
@@ -743,7 +743,7 @@ def _norm(attr: str, value: object) -> object:
     return value
 
 
-#: What each update asks for, in words: (verb for role messages, object for an agency link, for a client).
+#: The verb for each status an update may ask for; and how an agency-side refusal names the act per link type.
 _ASKS: dict[S, str] = {
     S.LinkCanceled: "cancel",
     S.LinkAccepted: "accept",
@@ -1028,6 +1028,8 @@ WAITING: frozenset[S] = frozenset({S.LinkAccepted, S.LinkInProgress, S.UnlinkReq
 def waiting_reason(link: ClientLink, now: datetime) -> str | None:
     """Why a moving link waits, and how long that usually takes; None for links that are not waiting."""
     status = link.status
+    if status not in WAITING:
+        return None
     start = link.start_date
     later_start = start is not None and _utc(start) > _utc(now)
     if status == S.LinkAccepted:
@@ -1044,12 +1046,11 @@ def waiting_reason(link: ClientLink, now: datetime) -> str | None:
     if status == S.UnlinkPending:
         return (f"The unlink waits for system resources and usually becomes {describe_status(S.UnlinkInProgress)} "
                 "quickly; the agency still manages the account meanwhile.")
-    if status == S.UnlinkInProgress:
-        text = "Waiting for the billing transition back to the client, which usually takes 5 to 30 minutes"
-        if later_start:
-            text += f"; the unlink completes on or after the start date ({_fmt_date(start)})"
-        return text + ". Changes to the account are refused until then (error 1472)."
-    return None
+    # UnlinkInProgress
+    text = "Waiting for the billing transition back to the client, which usually takes 5 to 30 minutes"
+    if later_start:
+        text += f"; the unlink completes on or after the start date ({_fmt_date(start)})"
+    return text + ". Changes to the account are refused until then (error 1472)."
 
 
 STATUS_TEXT: dict[S, str] = {

@@ -340,6 +340,13 @@ def test_links_of_other_pairs_do_not_block():
     assert invite(CUSTOMER_DRAFT, existing=[stored("Active")]) == []
 
 
+def test_a_blocking_link_names_its_managing_customer_when_it_is_not_the_actors():
+    draft = replace(ACCOUNT_DRAFT, managing_customer_id=OTHER_AGENCY_ID)
+    got = invite(draft, existing=[stored("LinkPending", managing=OTHER_AGENCY_ID)])
+    assert codes(got) == [1001, 1410]
+    assert "already has a link with Woodgrove Agency in LinkPending" in got[1].message
+
+
 def test_the_pair_is_found_by_number_too():
     draft = replace(ACCOUNT_DRAFT, client_entity_id=None, client_entity_number="F2001")
     assert codes(invite(draft, existing=[stored("LinkPending")])) == [1410]
@@ -921,6 +928,10 @@ def test_action_labels_targets_and_consequences():
 
 
 # ---- views: waiting reasons and status texts -------------------------------------------------------------------------
+
+
+def test_waiting_statuses():
+    assert {s.value for s in rules.WAITING} == MOVING
 
 
 @pytest.mark.parametrize("status", STATUSES)
