@@ -838,3 +838,448 @@ def test_meta_values_and_snapshot_meta(cache):
     assert cache.meta_get("customer_id") is None  # not before the commit
     snap.commit(T0)
     assert cache.meta_all() == {"customer_id": str(AGENCY)}
+
+
+# ------------------------------------------------------------------------------------------------ inbox: stages
+
+STATUS_VALUES: list[S | str | None] = [*S, "SomeStatusFromTheFuture", None]
+
+
+def _elapsed_samples() -> list[int]:
+    """Elapsed µs since the invitation: every rules breakpoint, one µs either side, and a few in between."""
+    points = set()
+    for b in cache_mod._breakpoints():
+        points |= {b - 1, b, b + 1}
+    points |= {-86_400_000_000, 3_600_000_000, 10 * 86_400_000_000, 27 * 86_400_000_000, 90 * 86_400_000_000}
+    return sorted(points)
+
+
+def _stage_world(c: Cache) -> None:
+    """Links of every status, seen from both sides, invited at every sample time before T0 (and some never
+    pending). Non-pending ones were first seen pending, so they carry an invitation time too."""
+    received_accounts = []
+    first, final = [], []
+    n = 0
+    for status in STATUS_VALUES:
+        for side in ("sent", "received"):
+            for e in [*_elapsed_samples(), None]:
+                n += 1
+                if side == "sent":
+                    kw = dict(managing=AGENCY)
+                else:
+                    received_accounts.append(Account(n, f"Own {n}", f"O{n}", AGENCY))
+                    kw = dict(managing=OTHER_AGENCY)
+                inv = None if e is None else T0 - timedelta(microseconds=e)
+                if inv is not None:
+                    first.append(link(n, S.LinkPending, last_modified_date_time=inv, **kw))
+                final.append(link(n, status, last_modified_date_time=inv if status == S.LinkPending else None, **kw))
+    # Customer links received by our customer (entity = our customer id), from other agencies.
+    for i, status in enumerate(STATUS_VALUES):
+        final.append(link(AGENCY, status, managing=OTHER_AGENCY + 1 + i, type=LinkType.CustomerLink,
+                          last_modified_date_time=T0 - timedelta(days=i) if status == S.LinkPending else None))
+    sync(c, T0 - timedelta(days=200), first, accounts=received_accounts)
+    sync(c, T0 - timedelta(days=100), final, accounts=received_accounts)
+
+
+def test_sql_stage_equals_rules_stage_for_every_status_perspective_and_time(cache):
+    _stage_world(cache)
+    links = {}
+    nows = [T0, T0 + timedelta(days=3), T0 + timedelta(days=23) + US, T0 + timedelta(days=30), T0 - timedelta(days=1)]
+    checked = 0
+    for now in nows:
+        for p in (Perspective.SENT, Perspective.RECEIVED, None):
+            rows = cache.inbox_page(customer_id=AGENCY, perspective=p, limit=10**6, now=now)
+            expected: dict[Stage, int] = {s: 0 for s in Stage}
+            for r in rows:
+                lk = links.get(r.key) or links.setdefault(r.key, cache.link(r.key))
+                side = Perspective.SENT if r.key.managing_customer_id == AGENCY else Perspective.RECEIVED
+                assert r.perspective == (p or side)
+                want = rules.stage(lk, r.perspective, now, invited_at=r.invited_at)
+                assert r.stage == want, (r.key, lk.status, r.perspective, now - r.invited_at if r.invited_at else None)
+                expected[want] += 1
+                checked += 1
+            for s in Stage:
+                assert cache.inbox_count(customer_id=AGENCY, perspective=p, stage=s, now=now) == expected[s], (p, s)
+                got = {r.key for r in cache.inbox_page(customer_id=AGENCY, perspective=p, stage=s, limit=10**6, now=now)}
+                assert got == {r.key for r in rows if r.stage == s}
+            assert cache.stage_counts(AGENCY, now, perspective=p) == expected
+    assert checked > 5000
+    assert {r.stage for r in rows} == set(Stage)  # every stage was exercised
+
+
+_status_st = st.sampled_from(STATUS_VALUES)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    status=_status_st,
+    perspective=st.sampled_from(list(Perspective)),
+    now=st.datetimes(min_value=datetime(2020, 1, 1), max_value=datetime(2030, 1, 1), timezones=st.just(UTC)),
+    elapsed=st.none() | st.integers(-10 * 86_400_000_000, 60 * 86_400_000_000)
+    | st.sampled_from(cache_mod._breakpoints()),
+)
+def test_generated_stage_sql_agrees_with_rules(status, perspective, now, elapsed):
+    conn = sqlite3.connect(":memory:")
+    conn.execute("CREATE TABLE l (status TEXT, invited_at INTEGER)")
+    inv = None if elapsed is None else now - timedelta(microseconds=elapsed)
+    conn.execute("INSERT INTO l VALUES (?, ?)", (status.value if isinstance(status, S) else status,
+                                                  cache_mod._to_us(inv)))
+    got = conn.execute(f"SELECT {stage_sql(perspective, now)} FROM l").fetchone()[0]
+    lk = ClientLink(client_entity_id=1, managing_customer_id=2, status=status)
+    want = rules.stage(lk, perspective, now, invited_at=inv)
+    assert got == want.value
+    matching = [s for s in Stage if conn.execute(
+        f"SELECT count(*) FROM l WHERE {stage_predicate_sql(perspective, s, now)}").fetchone()[0]]
+    assert matching == [want]
+
+
+# ------------------------------------------------------------------------------------------------ inbox: filters
+
+
+def test_perspectives_select_the_right_side(cache):
+    sync(
+        cache, T0,
+        [link(1, client_entity_customer_number="C11"),  # sent
+         link(900),  # received: account owned by us, managed by another agency (below)
+         link(AGENCY, managing=OTHER_AGENCY, type=LinkType.CustomerLink),  # received customer link
+         link(2, managing=OTHER_AGENCY),  # someone else's business
+         link(901)],  # our own account managed by us: sent, once
+        customers=[Customer(11, "C", "C11")],
+        accounts=[Account(900, "Own", "O900", AGENCY), Account(901, "Own 2", "O901", AGENCY), Account(2, "X", "X2", 11)],
+    )
+    cache.upsert_links([link(900, managing=OTHER_AGENCY)], T0)
+    keys = lambda p: {r.key for r in cache.inbox_page(customer_id=AGENCY, perspective=p, now=T0)}  # noqa: E731
+    sent = {LinkKey(1, AGENCY), LinkKey(900, AGENCY), LinkKey(901, AGENCY)}
+    received = {LinkKey(900, OTHER_AGENCY), LinkKey(AGENCY, OTHER_AGENCY, LinkType.CustomerLink)}
+    assert keys(Perspective.SENT) == sent
+    assert keys(Perspective.RECEIVED) == received | {LinkKey(900, AGENCY), LinkKey(901, AGENCY)}
+    both = cache.inbox_page(customer_id=AGENCY, perspective=None, now=T0)
+    assert {r.key for r in both} == sent | received and len(both) == 5
+    assert cache.inbox_count(customer_id=AGENCY, now=T0) == 5
+    assert sum(cache.stage_counts(AGENCY, T0).values()) == 5
+    for stage in Stage:  # with a stage, "both" still counts a link of ours on both sides once, as sent
+        rows = cache.inbox_page(customer_id=AGENCY, stage=stage, now=T0)
+        assert all(r.perspective == Perspective.SENT for r in rows if r.key.managing_customer_id == AGENCY)
+    assert cache.stage_counts(AGENCY, T0)[Stage.ACTIVE] == 5
+
+
+def test_status_filter(cache):
+    sync(cache, T0, [link(1, S.Active), link(2, S.LinkPending), link(3, S.Inactive)])
+    q = dict(customer_id=AGENCY, now=T0)
+    assert [r.key.client_entity_id for r in cache.inbox_page(status=S.Active, **q)] == [1]
+    assert {r.key.client_entity_id for r in cache.inbox_page(status=["Inactive", S.LinkPending], **q)} == {2, 3}
+    assert cache.inbox_count(status=(), **q) == 0
+
+
+TEXT_LINKS = [
+    link(1, client_entity_name="Äcme Straße GmbH", client_entity_number="X1001"),
+    link(2, client_entity_name="Contoso", note="renewal [bold red]boom[/] \"quoted\""),
+    link(3, client_entity_name="Fabrikam", name="Q3 push", managing_customer_name="Agency"),
+    link(4, client_entity_name="foo", client_entity_number="bar77"),
+    link(55501, client_entity_name=None, client_entity_number=None),
+    link(6, client_entity_name="NORTHWIND", note="AND OR NOT * ^ -"),
+]
+
+
+def _truth(needle: str) -> set[int]:
+    n = "".join(ch for ch in needle.casefold() if ch >= " " and ch != "\x7f").strip()
+    fields = lambda lk: [lk.client_entity_name, lk.client_entity_number, lk.client_entity_id,  # noqa: E731
+                         lk.managing_customer_name, lk.name, lk.note]
+    return {lk.client_entity_id for lk in TEXT_LINKS if any(n in str(f).casefold() for f in fields(lk) if f is not None)}
+
+
+@pytest.mark.parametrize("use_index", [True, False])
+@pytest.mark.parametrize(
+    "needle, expected",
+    [("äcme", {1}), ("ÄCME STRASSE", {1}), ("x100", {1}), ("BOLD RED", {2}), ('"quoted"', {2}), ("q3 p", {3}),
+     ("agency", {3}), ("555", {55501}), ("foobar", set()), ("and or not *", {6}), ("^", {6}), ("oo", {2, 4}),
+     ("  contoso  ", {2}), ("", {1, 2, 3, 4, 55501, 6}), ("zzz", set())],
+)
+def test_text_filter(cache, use_index, needle, expected):
+    sync(cache, T0, TEXT_LINKS)
+    cache._fts = cache._fts and use_index
+    got = {r.key.client_entity_id for r in cache.inbox_page(customer_id=AGENCY, text=needle, now=T0)}
+    assert got == expected == (_truth(needle) if needle.strip() else expected)
+    assert cache.inbox_count(customer_id=AGENCY, text=needle, now=T0) == len(expected)
+    assert sum(cache.stage_counts(AGENCY, T0, text=needle).values()) == len(expected)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(needle=st.text(max_size=6) | st.sampled_from(["äcm", "straß", "ss", "[/]", "7", "gmbh"]))
+def test_text_filter_matches_a_plain_substring_search(cache, needle):
+    if not cache.link_count():
+        sync(cache, T0, TEXT_LINKS)
+    want = _truth(needle)
+    for fts in (True, False):
+        cache._fts = fts and cache._fts_table
+        got = {r.key.client_entity_id for r in cache.inbox_page(customer_id=AGENCY, text=needle, now=T0)}
+        assert got == want, (needle, fts)
+
+
+def test_search_index_follows_targeted_writes(cache):
+    sync(cache, T0, TEXT_LINKS)
+    cache.upsert_links([link(4, client_entity_name="Renamed Widgets")], T0)
+    q = dict(customer_id=AGENCY, now=T0)
+    assert [r.key.client_entity_id for r in cache.inbox_page(text="widgets", **q)] == [4]
+    assert cache.inbox_page(text="foo", **q) == []
+    sync(cache, T0, TEXT_LINKS[:2])
+    assert cache.inbox_page(text="northwind", **q) == []
+
+
+def test_without_fts5_the_cache_still_works_and_the_index_is_rebuilt_later(path, monkeypatch):
+    with Cache.open(path) as c:
+        sync(c, T0, TEXT_LINKS)
+    monkeypatch.setattr(cache_mod, "_fts_probe", False)  # as on a Python whose SQLite lacks FTS5
+    with Cache.open(path) as c:
+        assert not c._fts
+        c.upsert_links([link(7, client_entity_name="Written without the index")], T0)
+        assert [r.key.client_entity_id for r in c.inbox_page(customer_id=AGENCY, text="without the", now=T0)] == [7]
+        assert c.meta_get("search_index_stale") == "1"
+    monkeypatch.setattr(cache_mod, "_fts_probe", True)
+    with Cache.open(path) as c:
+        assert c._fts and c.meta_get("search_index_stale") is None
+        assert [r.key.client_entity_id for r in c.inbox_page(customer_id=AGENCY, text="without the", now=T0)] == [7]
+        c.upsert_links([link(8, client_entity_name="after the rebuild")], T0)
+        assert [r.key.client_entity_id for r in c.inbox_page(customer_id=AGENCY, text="after the", now=T0)] == [8]
+
+
+# ------------------------------------------------------------------------------------------------ inbox: sorts
+
+
+def _sort_world(c: Cache) -> list[ClientLink]:
+    import random
+
+    rnd = random.Random(5)
+    links = []
+    for i in range(1, 61):
+        st_ = rnd.choice([S.LinkPending, S.Active, S.Inactive, S.LinkAccepted])
+        lm = None if i % 9 == 0 else T0 - timedelta(hours=rnd.randint(0, 2000))
+        links.append(link(i, st_, client_entity_name=rnd.choice(["alpha", "Beta", "gamma", "Delta", "beta"]) + f" {i % 7}",
+                          last_modified_date_time=lm))
+    sync(c, T0 - timedelta(days=1), links)
+    return links
+
+
+def _sort_key(sort: str, descending: bool, r):
+    """The order each sort promises, as (group, value) tuples ascending; None values always last."""
+    if sort == "client":
+        return (r.client_entity_name.lower(),)
+    if sort == "status":
+        return (str(r.status),)
+    if sort == "age":  # ascending age = newest invitation first
+        if r.invited_at is None:
+            return (1, 0)
+        v = r.invited_at.timestamp()
+        return (0, -v if not descending else v)
+    if sort == "days_left":
+        if r.status != S.LinkPending:
+            return (1, 0)
+        v = r.invited_at.timestamp()
+        return (0, v if not descending else -v)
+    if sort == "last_change":
+        if r.last_modified is None:
+            return (1, 0)
+        v = r.last_modified.timestamp()
+        return (0, v if not descending else -v)
+    raise AssertionError(sort)
+
+
+@pytest.mark.parametrize("descending", [False, True])
+@pytest.mark.parametrize("sort", SORTS)
+def test_sorts_are_ordered_and_pages_tile_the_list(cache, sort, descending):
+    links = _sort_world(cache)
+    q = dict(customer_id=AGENCY, perspective=Perspective.SENT, sort=sort, descending=descending, now=T0)
+    full = cache.inbox_page(limit=1000, **q)
+    assert {r.key for r in full} == {lk.key for lk in links}
+    keys = [_sort_key(sort, descending, r) for r in full]
+    if sort in ("client", "status") and descending:
+        assert keys == sorted(keys, reverse=True)
+    else:
+        assert keys == sorted(keys)
+    pages = [cache.inbox_page(offset=o, limit=7, **q) for o in range(0, 70, 7)]
+    assert [r.key for p in pages for r in p] == [r.key for r in full]
+    assert cache.inbox_page(offset=500, limit=7, **q) == []
+
+
+def test_unknown_sort_is_refused_clearly(cache):
+    with pytest.raises(ValueError, match="Unknown inbox sort 'size'; use one of: client, status"):
+        cache.inbox_page(customer_id=AGENCY, sort="size", now=T0)
+
+
+def test_inbox_rows_carry_what_the_inbox_shows(cache):
+    sync(cache, T0, [link(1, S.LinkPending, is_bill_to_client=False, note="n", name="nm",
+                          managing_customer_name="Agency", last_modified_date_time=T0 - timedelta(days=20))])
+    (r,) = cache.inbox_page(customer_id=AGENCY, now=T0)
+    assert (r.client_entity_name, r.client_entity_number, r.type, r.status, r.is_bill_to_client) == (
+        "Account 1", "N1", LinkType.AccountLink, S.LinkPending, False)
+    assert (r.invited_at, r.last_modified, r.managing_customer_name, r.name, r.note) == (
+        T0 - timedelta(days=20), T0 - timedelta(days=20), "Agency", "nm", "n")
+    assert (r.perspective, r.stage) == (Perspective.SENT, Stage.PENDING)
+    assert r.days_left(T0) == rules.days_left(T0 - timedelta(days=20), T0) == 10
+    with pytest.raises(Exception):
+        r.note = "frozen"  # type: ignore[misc]
+
+
+# ------------------------------------------------------------------------------------------------ tree
+
+
+def _seed_world(c: Cache) -> None:
+    """design.md §7's figure: User A reaches A1; User B reaches A2, B1, B2; Client A owns A1, A2; Client B owns
+    B1, B2 — plus a customer-level link, an account known only by its link, and a link whose owner is unknown."""
+    customers = [Customer(AGENCY, "Contoso Agency", "AG"), Customer(11, "Client A", "CA"),
+                 Customer(12, "client B", "CB"), Customer(13, "Client C", "CC"), Customer(14, "Client D", "CD")]
+    accounts = [Account(101, "A1", "NA1", 11, linked_agency_ids=(AGENCY,)), Account(102, "A2", "NA2", 11),
+                Account(201, "B1", "NB1", 12), Account(202, "B2", "NB2", 12), Account(203, "B3 unlinked", "NB3", 12),
+                Account(900, "Agency House", "NH", AGENCY, prepaid=True)]
+    users = [
+        User(7, "sam@contoso", AGENCY, "Sam", "Super",
+             roles=(CustomerRole(AGENCY, Role.SuperAdmin, None, (101, 102, 201, 202)),)),
+        User(8, "usera@contoso", AGENCY, roles=(CustomerRole(AGENCY, Role.AdvertiserCampaignManager, (101,)),)),
+        User(9, "userb@contoso", AGENCY, roles=(CustomerRole(AGENCY, Role.Viewer, (102, 201, 202)),
+                                                CustomerRole(AGENCY, Role.Standard, (102, 201, 202)))),
+        User(10, "client@a", 11, roles=(CustomerRole(11, Role.SuperAdmin),)),
+    ]
+    links = [
+        link(101, S.Active, is_bill_to_client=True, client_entity_name="A1"),
+        link(102, S.LinkPending, is_bill_to_client=False, client_entity_name="A2",
+             last_modified_date_time=T0 - timedelta(days=2)),
+        link(201, S.Active, client_entity_name="B1"), link(202, S.UnlinkRequested, client_entity_name="B2"),
+        link(13, S.LinkPending, type=LinkType.CustomerLink, client_entity_name="Client C",
+             last_modified_date_time=T0 - timedelta(days=1)),
+        link(301, S.LinkPending, client_entity_name="D1", client_entity_customer_number="CD"),
+        link(401, S.LinkExpired, client_entity_name="Mystery", client_entity_number=None),
+        link(101, S.Inactive, managing=OTHER_AGENCY),  # another agency's old link: not in our tree
+    ]
+    sync(c, T0, links, customers=customers, accounts=accounts, users=users)
+
+
+def test_tree_users_and_the_accounts_they_reach(cache):
+    _seed_world(cache)
+    users = cache.agency_users(AGENCY)
+    assert [(u.user_id, u.display_name, u.role, u.account_count) for u in users] == [
+        (7, "Sam Super", Role.SuperAdmin, 5), (8, "usera@contoso", Role.AdvertiserCampaignManager, 1),
+        (9, "userb@contoso", Role.Standard, 3)]  # the higher of B's two roles; the client's user is not listed
+    sam = cache.user_accounts(7)
+    assert [(a.account_id, a.name, a.via_customer_id, a.link_status) for a in sam] == [
+        (101, "A1", AGENCY, S.Active), (102, "A2", AGENCY, S.LinkPending), (900, "Agency House", AGENCY, None),
+        (201, "B1", AGENCY, S.Active), (202, "B2", AGENCY, S.UnlinkRequested)]
+    assert sam[1].invited_at == T0 - timedelta(days=2) and sam[0].is_bill_to_client is True
+    assert cache.user_accounts_count(7) == 5
+    assert [a.account_id for a in cache.user_accounts(7, offset=3, limit=10)] == [201, 202]
+    assert [a.account_id for a in cache.user_accounts(8)] == [101]
+    u = cache.user(7)
+    assert u.roles[0].account_ids is None and u.roles[0].linked_account_ids == (101, 102, 201, 202)
+    assert cache.user(8).roles[0].account_ids == (101,)
+    assert cache.account(900).prepaid is True and cache.account(101).linked_agency_ids == (AGENCY,)
+    assert cache.customer(12).name == "client B" and cache.customer(99) is None and cache.user(99) is None
+
+
+def test_tree_client_customers_and_their_accounts(cache):
+    _seed_world(cache)
+    clients = cache.client_customers(AGENCY)
+    assert [(c.customer_id, c.name, c.link_count, c.customer_link_status) for c in clients] == [
+        (11, "Client A", 2, None), (12, "client B", 2, None), (13, "Client C", 1, S.LinkPending),
+        (14, "Client D", 1, None), (None, None, 1, None)]  # by name, case-insensitive; unknown owner last
+    assert cache.client_customers_count(AGENCY) == 5
+    assert [c.customer_id for c in cache.client_customers(AGENCY, offset=1, limit=2)] == [12, 13]
+    a = cache.customer_accounts(11, agency_customer_id=AGENCY)
+    assert [(x.account_id, x.name, x.link_status, x.is_bill_to_client, x.invited_at) for x in a] == [
+        (101, "A1", S.Active, True, None), (102, "A2", S.LinkPending, False, T0 - timedelta(days=2))]
+    b = cache.customer_accounts(12, agency_customer_id=AGENCY)
+    assert [(x.account_id, x.link_status) for x in b] == [(201, S.Active), (202, S.UnlinkRequested), (203, None)]
+    assert cache.customer_accounts_count(12, agency_customer_id=AGENCY) == 3
+    d = cache.customer_accounts(14, agency_customer_id=AGENCY)  # known only through its link
+    assert [(x.account_id, x.name, x.link_status, x.parent_customer_id) for x in d] == [(301, "D1", S.LinkPending, 14)]
+    unknown = cache.customer_accounts(None, agency_customer_id=AGENCY)
+    assert [(x.account_id, x.name) for x in unknown] == [(401, "Mystery")]
+    assert cache.customer_accounts_count(None, agency_customer_id=AGENCY) == 1
+    # The other agency sees its own (single) client.
+    assert [(c.customer_id, c.link_count) for c in cache.client_customers(OTHER_AGENCY)] == [(11, 1)]
+
+
+def test_tree_children_page_in_name_order_at_any_depth(cache):
+    import random
+
+    rnd = random.Random(3)
+    ids = list(range(5000, 5250))
+    rnd.shuffle(ids)
+    accounts = [Account(i, f"Acct {i - 5000:03d}", f"N{i}", 11) for i in ids]
+    customers = [Customer(11, "Big Client")] + [Customer(20000 + i, f"Client {i:03d}") for i in ids]
+    links = [link(i, S.Active) for i in ids] + [link(20000 + i, S.LinkPending, type=LinkType.CustomerLink) for i in ids]
+    users = [User(7, "sam", AGENCY, roles=(CustomerRole(AGENCY, Role.SuperAdmin, None, tuple(ids)),))]
+    sync(cache, T0, links, customers=customers, accounts=accounts, users=users)
+    pages = [cache.user_accounts(7, offset=o, limit=100) for o in (0, 100, 200)]
+    assert [len(p) for p in pages] == [100, 100, 50]
+    assert [a.name for p in pages for a in p] == [f"Acct {i:03d}" for i in range(250)]
+    pages = [cache.customer_accounts(11, agency_customer_id=AGENCY, offset=o, limit=100) for o in (0, 100, 200)]
+    assert [a.name for p in pages for a in p] == [f"Acct {i:03d}" for i in range(250)]
+    clients = [c.name for o in range(0, 300, 100) for c in cache.client_customers(AGENCY, offset=o, limit=100)]
+    assert clients == ["Big Client"] + [f"Client {i:03d}" for i in range(5000, 5250)]
+
+
+def test_tree_follows_renames_and_targeted_writes(cache):
+    _seed_world(cache)
+    sync(cache, T0, customers=[Customer(AGENCY, "Contoso Agency"), Customer(11, "Zeta (was Client A)", "CA"),
+                               Customer(12, "client B", "CB"), Customer(13, "Client C", "CC"),
+                               Customer(14, "Client D", "CD")])
+    assert cache.client_customers(AGENCY)[-2].name == "Zeta (was Client A)"
+    sync(cache, T0, accounts=[Account(101, "Z1 renamed", "NA1", 11), Account(102, "A2", "NA2", 11)])
+    assert [a.account_id for a in cache.user_accounts(7)][-1] == 101  # re-sorted by the new name
+    cache.upsert_links([link(777, S.LinkPending, client_entity_customer_number="CC")], T0, actor_user_id=7)
+    c13 = [c for c in cache.client_customers(AGENCY) if c.customer_id == 13][0]
+    assert c13.link_count == 2
+
+
+# ------------------------------------------------------------------------------------------------ property: timeline
+
+_KEYS = [LinkKey(i, AGENCY) for i in range(1, 5)] + [LinkKey(1, AGENCY, LinkType.CustomerLink), LinkKey(1, OTHER_AGENCY)]
+_PROP_STATUSES = [S.LinkPending, S.Active, S.LinkCanceled, S.Inactive, "SomethingNew"]
+_assignment = st.dictionaries(st.sampled_from(range(len(_KEYS))), st.sampled_from(_PROP_STATUSES), max_size=len(_KEYS))
+_step = st.tuples(st.sampled_from(["sync", "upsert", "abort", "intent"]), _assignment)
+
+
+@settings(max_examples=35, deadline=None)
+@given(steps=st.lists(_step, min_size=1, max_size=7))
+def test_random_sync_sequences_keep_the_timeline_consistent(steps):
+    """After any sequence of full syncs, targeted upserts, aborted syncs and recorded intents, the last observed
+    change of every link is its current status (None once gone), and there is one change per transition."""
+    with tempfile.TemporaryDirectory() as tmp:
+        c = Cache.open(Path(tmp) / "cache.sqlite")
+        try:
+            current: dict[LinkKey, S | str] = {}
+            changes: dict[LinkKey, int] = {}
+            seen: set[LinkKey] = set()
+            for n, (kind, assignment) in enumerate(steps):
+                now = T0 + timedelta(minutes=n)
+                new = {_KEYS[i]: s for i, s in assignment.items()}
+                links = [ClientLink(type=k.type, client_entity_id=k.client_entity_id,
+                                    managing_customer_id=k.managing_customer_id, status=s) for k, s in new.items()]
+                if kind == "sync":
+                    sync(c, now, links)
+                    for k in set(current) | set(new):
+                        if current.get(k) != new.get(k):
+                            changes[k] = changes.get(k, 0) + 1
+                    current = dict(new)
+                elif kind == "upsert":
+                    c.upsert_links(links, now, source="action:test", actor_user_id=1)
+                    for k, s in new.items():
+                        if current.get(k) != s:
+                            changes[k] = changes.get(k, 0) + 1
+                    current.update(new)
+                elif kind == "abort":
+                    snap = c.begin_snapshot(now)
+                    snap.add_links(links)
+                    snap.abort("network lost", now)
+                else:
+                    for k in new:
+                        c.record_event(k, at=now, source="action:test", to_status=S.LinkCanceled)
+                seen |= set(current)
+                for k in seen:
+                    tl = [e for e in c.timeline(k) if e.kind == "change"]
+                    assert len(tl) == changes.get(k, 0)
+                    assert (tl[-1].to_status if tl else None) == current.get(k)
+                    assert all(a.to_status == b.from_status for a, b in zip(tl, tl[1:]))
+                    assert (c.link(k).status if c.link(k) else None) == current.get(k)
+            assert c.integrity_problems() == []
+        finally:
+            c.close()
