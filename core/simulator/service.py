@@ -410,8 +410,7 @@ class CustomerManagementService:
             limit=limit,
         )
         with self.state.read() as tx:
-            found = tx.search_links(query)
-        return {"ClientLinks": [s.link for s in found]}
+            return {"ClientLinks": tx.search_links_wire(query)}
 
     # -- AddClientLinks ---------------------------------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ Usage::
 from __future__ import annotations
 
 import base64
+import bisect
 import hashlib
 import os
 import sqlite3
@@ -98,7 +99,7 @@ CREATE TABLE IF NOT EXISTS client_links (
     managing_customer_id INTEGER NOT NULL,
     managing_customer_number TEXT NOT NULL,   -- denormalised: ordering by Number must not join
     note TEXT,
-    name TEXT,
+    name TEXT NOT NULL,                       -- never NULL: keyset paging compares it
     inviter_email TEXT,
     inviter_name TEXT,
     inviter_phone TEXT,
@@ -152,17 +153,15 @@ def to_db(d: datetime | None) -> str | None:
     """Aware (or naive = UTC) datetime -> fixed-width UTC text that sorts like time."""
     if d is None:
         return None
-    if d.tzinfo is timezone.utc:  # the common case, and the bulk path of seeding: no conversion needed
-        return d.isoformat(timespec="microseconds")[:-6]
-    if d.tzinfo is not None:
-        d = d.astimezone(timezone.utc).replace(tzinfo=None)
-    return d.isoformat(timespec="microseconds")
+    if d.tzinfo is not timezone.utc:  # aware UTC is the common case, and the bulk path of seeding
+        d = d.replace(tzinfo=timezone.utc) if d.tzinfo is None else d.astimezone(timezone.utc)
+    return d.isoformat(timespec="microseconds")  # always "...+00:00": same width, so text order is time order
 
 
 def from_db(s: str | None) -> datetime | None:
     if s is None:
         return None
-    return datetime.fromisoformat(s).replace(tzinfo=timezone.utc)
+    return datetime.fromisoformat(s)  # carries its +00:00: aware UTC without a replace()
 
 
 def encode_timestamp(counter: int) -> str:
@@ -303,6 +302,43 @@ class LinkQuery:
     limit: int = 100
 
 
+class PageCursors:
+    """Remembers where pages of big searches ended, so the next page starts from an index seek (keyset) instead of
+    counting past every earlier row (OFFSET). Keyed by the query (without its paging) and the data version (the
+    row-version counter, which every link change moves), so a cursor is only reused on identical data: the result
+    is exactly what OFFSET would give. Thread-safe; bounded in memory."""
+
+    MAX_QUERIES = 16
+    MAX_CURSORS = 4096
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_query: dict[tuple[Any, ...], tuple[list[int], dict[int, tuple[Any, ...]]]] = {}
+
+    def nearest(self, key: tuple[Any, ...], offset: int) -> tuple[int, tuple[Any, ...]] | None:
+        """The cursor at the largest remembered offset not beyond ``offset``: (its offset, the row key there)."""
+        with self._lock:
+            entry = self._by_query.get(key)
+            if entry is None:
+                return None
+            offsets, keys = entry
+            i = bisect.bisect_right(offsets, offset)
+            return (offsets[i - 1], keys[offsets[i - 1]]) if i else None
+
+    def remember(self, key: tuple[Any, ...], offset: int, row_key: tuple[Any, ...]) -> None:
+        with self._lock:
+            entry = self._by_query.pop(key, None)
+            if entry is None:
+                entry = ([], {})
+                while len(self._by_query) >= self.MAX_QUERIES:
+                    self._by_query.pop(next(iter(self._by_query)))
+            self._by_query[key] = entry  # most recently used last
+            offsets, keys = entry
+            if offset not in keys and len(offsets) < self.MAX_CURSORS:
+                bisect.insort(offsets, offset)
+                keys[offset] = row_key
+
+
 _LINK_SELECT = """
 SELECT l.id, l.type, l.client_entity_id, l.client_customer_id, l.managing_customer_id, l.managing_customer_number,
        l.note, l.name, l.inviter_email, l.inviter_name, l.inviter_phone, l.is_bill_to_client, l.start_date, l.status,
@@ -318,17 +354,34 @@ LEFT JOIN accounts a ON l.type = 'AccountLink' AND a.id = l.client_entity_id
 """
 
 
+_STATUSES = {m.value: m for m in ClientLinkStatus}
+_TYPES = {m.value: m for m in LinkType}
+_PERMISSIONS = {m.value: m for m in CustomerLinkPermission}
+
+
+def wire_from_row(r: Sequence[Any]) -> dict[str, Any]:
+    """A search reply item straight from a row of ``_LINK_SELECT`` (the fast path: no ClientLink object)."""
+    typ = r[1]
+    bill_to = r[11]
+    return {
+        "Type": typ, "ClientEntityId": r[2], "ClientEntityNumber": r[24], "ClientEntityName": r[25],
+        "ManagingCustomerId": r[4], "ManagingCustomerNumber": r[5], "ManagingCustomerName": r[26], "Note": r[6],
+        "Name": r[7], "InviterEmail": r[8], "InviterName": r[9], "InviterPhone": r[10],
+        "IsBillToClient": None if bill_to is None else bool(bill_to),
+        "StartDate": None if r[12] is None else datetime.fromisoformat(r[12]), "Status": r[13],
+        "SuppressNotification": bool(r[14]), "LastModifiedDateTime": datetime.fromisoformat(r[15]),
+        "LastModifiedByUserId": r[16], "Timestamp": encode_timestamp(r[17]), "ForwardCompatibilityMap": None,
+        "CustomerLinkPermission": r[18],
+        "ClientEntityCustomerNumber": r[27] if typ == "AccountLink" else None,
+    }
+
+
 def _link_from_row(r: Sequence[Any]) -> StoredLink:
     (row_id, typ, entity_id, client_customer_id, manager_id, manager_number, note, name, inv_email, inv_name,
      inv_phone, bill_to, start, status, suppress, modified_at, modified_by, ts, permission, created_at, created_by,
      is_latest, due_at, due_status, entity_number, entity_name, manager_name, client_customer_number) = r
-    link_type = LinkType(typ)
-    perm: CustomerLinkPermission | str | None = permission
-    if permission:
-        try:
-            perm = CustomerLinkPermission(permission)
-        except ValueError:
-            perm = permission
+    link_type = _TYPES[typ]
+    perm: CustomerLinkPermission | str | None = _PERMISSIONS.get(permission, permission) if permission else None
     link = ClientLink(
         type=link_type,
         client_entity_id=entity_id,
@@ -344,7 +397,7 @@ def _link_from_row(r: Sequence[Any]) -> StoredLink:
         inviter_phone=inv_phone,
         is_bill_to_client=None if bill_to is None else bool(bill_to),
         start_date=from_db(start),
-        status=ClientLinkStatus.parse(status),
+        status=_STATUSES.get(status, status),
         suppress_notification=bool(suppress),
         last_modified_date_time=from_db(modified_at),
         last_modified_by_user_id=modified_by,
@@ -363,9 +416,10 @@ def _link_from_row(r: Sequence[Any]) -> StoredLink:
 class Tx:
     """Queries and changes inside one transaction (from :meth:`State.read` or :meth:`State.write`)."""
 
-    def __init__(self, conn: sqlite3.Connection, writable: bool):
+    def __init__(self, conn: sqlite3.Connection, writable: bool, cursors: PageCursors | None = None):
         self.c = conn
         self.writable = writable
+        self.cursors = cursors
 
     # -- meta -----------------------------------------------------------------------------------------------------
 
@@ -562,8 +616,24 @@ class Tx:
         by_id = {r[0]: _link_from_row(r) for r in rows}
         return [by_id[i] for i in row_ids if i in by_id]
 
+    def wire_links_by_rows(self, row_ids: Sequence[int]) -> list[dict[str, Any]]:
+        """Search reply items by row id, in the order given."""
+        if not row_ids:
+            return []
+        rows = self._in_query(_LINK_SELECT + " WHERE l.id IN ({})", row_ids)
+        by_id = {r[0]: wire_from_row(r) for r in rows}
+        return [by_id[i] for i in row_ids if i in by_id]
+
     def search_links(self, q: LinkQuery) -> list[StoredLink]:
         """One page of the most recent link per pair that ``q`` selects, ordered and paged in SQL."""
+        return self.links_by_rows(self.search_link_rows(q))
+
+    def search_links_wire(self, q: LinkQuery) -> list[dict[str, Any]]:
+        """Like :meth:`search_links`, as reply items (wire-named dicts)."""
+        return self.wire_links_by_rows(self.search_link_rows(q))
+
+    def search_link_rows(self, q: LinkQuery) -> list[int]:
+        """Row ids of one page of the most recent link per pair that ``q`` selects, ordered and paged in SQL."""
         where = ["is_latest = 1"]
         params: list[Any] = []
         if q.client_account_ids is not None:
@@ -591,20 +661,33 @@ class Tx:
             where.append("(managing_customer_id = ? OR client_customer_id = ?)")
             params.extend((caller, caller))
         direction = " DESC" if q.descending else ""
-        tiebreak = [f"client_entity_id{direction}", f"type{direction}", f"managing_customer_id{direction}"]
         order = q.order
         if order == "Number" and q.direct_manager_id is not None:
             order = "Id"  # one manager: every row has the same number, so the tie-break alone orders the page
-        if order == "Name":
-            keys = [f"name{direction}"] + tiebreak
-        elif order == "Number":
-            keys = [f"managing_customer_number{direction}"] + tiebreak
-        else:
-            keys = tiebreak
-        sql = (f"SELECT id FROM client_links WHERE {' AND '.join(where)} ORDER BY {', '.join(keys)} "
-               "LIMIT ? OFFSET ?")
-        ids = [r[0] for r in self.c.execute(sql, (*params, q.limit, q.offset))]
-        return self.links_by_rows(ids)
+        sort_cols = {"Name": ["name"], "Number": ["managing_customer_number"]}.get(order, [])
+        sort_cols += ["client_entity_id", "type", "managing_customer_id"]
+        # Big searches are one manager's links: page them by keyset from a remembered cursor when there is one.
+        cursor_key = None
+        offset = q.offset
+        if q.direct_manager_id is not None and self.cursors is not None:
+            version = self.meta("ts_counter", "0")
+            cursor_key = (version, caller, q.direct_manager_id, q.client_account_ids, q.client_customer_ids,
+                          q.include_customer_links, order, q.descending)
+            seek_cols = sort_cols[:-1]  # managing_customer_id is the same on every row
+            near = self.cursors.nearest(cursor_key, q.offset) if q.offset > 0 else None
+            if near is not None:
+                start, row_key = near
+                where.append(f"({', '.join(seek_cols)}) {'<' if q.descending else '>'} "
+                             f"({', '.join('?' * len(seek_cols))})")
+                params.extend(row_key)
+                offset = q.offset - start
+        keys = [c + direction for c in sort_cols]
+        sql = (f"SELECT id, {', '.join(sort_cols)} FROM client_links WHERE {' AND '.join(where)} "
+               f"ORDER BY {', '.join(keys)} LIMIT ? OFFSET ?")
+        rows = self.c.execute(sql, (*params, q.limit, offset)).fetchall()
+        if cursor_key is not None and rows and rows[-1][1] is not None:
+            self.cursors.remember(cursor_key, q.offset + len(rows), tuple(rows[-1][1:-1]))  # type: ignore[union-attr]
+        return [r[0] for r in rows]
 
     def insert_link(self, new: NewLink) -> int:
         """Insert a link; it becomes the most recent link of its pair. Returns its row id."""
@@ -752,6 +835,7 @@ class State:
         self._conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
         self._closed = False
+        self.cursors = PageCursors()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -827,11 +911,11 @@ class State:
         """
         conn = self._connect()
         if conn.in_transaction:
-            yield Tx(conn, writable=getattr(self._local, "writing", False))
+            yield Tx(conn, writable=getattr(self._local, "writing", False), cursors=self.cursors)
             return
         conn.execute("BEGIN")
         try:
-            yield Tx(conn, writable=False)
+            yield Tx(conn, writable=False, cursors=self.cursors)
         finally:
             conn.execute("COMMIT")
 
@@ -845,13 +929,13 @@ class State:
         if conn.in_transaction:
             if not getattr(self._local, "writing", False):
                 raise StateError("A write cannot start inside a read transaction of the same thread.")
-            yield Tx(conn, writable=True)
+            yield Tx(conn, writable=True, cursors=self.cursors)
             return
         with self._lock:
             conn.execute("BEGIN IMMEDIATE")
             self._local.writing = True
             try:
-                yield Tx(conn, writable=True)
+                yield Tx(conn, writable=True, cursors=self.cursors)
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise

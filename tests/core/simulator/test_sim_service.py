@@ -66,7 +66,7 @@ class Env:
                                 "PageInfo": {"Index": index, "Size": size}}
         if ordering is not None:
             body["Ordering"] = ordering
-        return self.call("SearchClientLinks", user, body)["ClientLinks"]
+        return [ClientLink.from_wire(x) for x in self.call("SearchClientLinks", user, body)["ClientLinks"]]
 
     def link(self, entity: int, manager: int = AGENCY, link_type: str = "AccountLink") -> ClientLink | None:
         with self.state.read() as tx:
@@ -299,6 +299,15 @@ def test_received_invitations(env):
     assert {(x.client_entity_id, x.link_type, x.status) for x in received} == {
         (world.AGENCY_HOUSE_ACCOUNT, LinkType.AccountLink, S.LinkPending),
         (AGENCY, LinkType.CustomerLink, S.LinkPending)}
+
+
+def test_search_items_are_exactly_the_stored_links(env):
+    items = env.call("SearchClientLinks", SA, {"Predicates": [dict(zip(("Field", "Operator", "Value"), GOOD))],
+                                               "PageInfo": {"Index": 0, "Size": 100}})["ClientLinks"]
+    with env.state.read() as tx:
+        for item in items:
+            stored = tx.latest_link(item["ClientEntityId"], item["Type"], item["ManagingCustomerId"])
+            assert item == stored.link.to_wire(include_none=True)
 
 
 def test_links_carry_names_numbers_and_the_client_customer_number(env):

@@ -140,7 +140,7 @@ def test_a_new_link_becomes_the_latest_and_history_is_kept(state):
         old = tx.latest_link(world.B1, "AccountLink", world.AGENCY_ID)
         tx.insert_link(NewLink("AccountLink", world.B1, world.CLIENT_B_ID, world.AGENCY_ID,
                                world.customer_number(world.AGENCY_ID), "LinkPending", NOW, NOW,
-                               world.AGENCY_SUPER_ADMIN, tx.next_timestamps(), is_bill_to_client=True))
+                               world.AGENCY_SUPER_ADMIN, tx.next_timestamps(), name="B1", is_bill_to_client=True))
         history = tx.link_history(world.B1, "AccountLink", world.AGENCY_ID)
         latest = tx.latest_link(world.B1, "AccountLink", world.AGENCY_ID)
     assert [h.link.status for h in history] == [S.LinkExpired, S.Active, S.LinkPending]
@@ -255,3 +255,39 @@ def test_reseeding_replaces_the_world_and_drops_tokens(state):
     with state.read() as tx:
         assert tx.counts()["customers"] == 12
         assert tx.token(issued.access_token) is None
+
+
+def test_keyset_cursors_give_exactly_the_offset_pages(state):
+    from linkdesk.core.simulator.state import LinkQuery, PageCursors
+
+    world.seed_world(state, seed=2, scale=120)
+
+    def pages(order: str, descending: bool, size: int = 7) -> list[int]:
+        out, offset = [], 0
+        while True:
+            with state.read() as tx:
+                ids = tx.search_link_rows(LinkQuery(world.AGENCY_ID, direct_manager_id=world.AGENCY_ID, order=order,
+                                                    descending=descending, offset=offset, limit=size))
+            out += ids
+            if len(ids) < size:
+                return out
+            offset += size
+
+    for order, descending in (("Id", False), ("Id", True), ("Name", False), ("Name", True)):
+        state.cursors = PageCursors()
+        with_cursors = pages(order, descending)
+        assert state.cursors._by_query  # cursors were remembered and used
+        state.cursors = None  # plain OFFSET paging
+        assert pages(order, descending) == with_cursors
+        assert len(with_cursors) == len(set(with_cursors)) > 250
+    # A change moves the data version: cursors of the old data are never applied to the new.
+    state.cursors = PageCursors()
+    pages("Id", False)
+    with state.write() as tx:
+        tx.insert_link(NewLink("AccountLink", world.UNINVITED_ACCOUNT, 251000103, world.AGENCY_ID,
+                               world.customer_number(world.AGENCY_ID), "LinkPending", NOW, NOW,
+                               world.AGENCY_SUPER_ADMIN, tx.next_timestamps(), name="Northwind Wholesale",
+                               is_bill_to_client=True))
+    after = pages("Id", False)
+    state.cursors = None
+    assert pages("Id", False) == after
