@@ -43,8 +43,9 @@ WRITE_CHUNK = 1_000
 IN_BATCH = 10
 #: SearchAccounts page size (the documented maximum).
 ACCOUNT_PAGE = 1_000
-#: Parent customers whose names are fetched one by one (GetCustomer) when GetCustomersInfo did not name them.
-MAX_CUSTOMER_LOOKUPS = 200
+#: Parent customers named one by one (GetCustomer) per sync when neither GetCustomersInfo nor the previous cache named
+#: them; the rest keep an empty name until a later sync (names accumulate, so a 100k-link first sync stays fast).
+MAX_CUSTOMER_LOOKUPS = 50
 #: Manager-account depth the service supports ("only 5 levels of depth").
 MAX_DEPTH = 5
 
@@ -91,6 +92,8 @@ class _Run:
     link_keys: set[LinkKey] = field(default_factory=set)
     written_customers: set[int] = field(default_factory=set)
     users_meta_written: bool = False
+    #: The cache before this sync (for facts worth reusing, e.g. customer names); None in unit tests without one.
+    previous: Any = None
     notes: list[str] = field(default_factory=list)
 
     def check(self) -> None:
@@ -129,7 +132,7 @@ def full_sync(
 
     if not isinstance(views, (list, tuple)):
         views = [View(views, True)]
-    run = _Run(progress, cancel)
+    run = _Run(progress, cancel, previous=cache if hasattr(cache, "customer") else None)
     writer = None
     try:
         run.report("hierarchy", 0, None, "Starting the sync.")
@@ -273,7 +276,14 @@ def _sync_view(view: View, run: _Run, writer: Any, concurrency: int) -> None:
                 names.setdefault(c.id, c.name)
         except (AuthError, RequestRefused):
             pass
-        unnamed = sorted(cid for cid in wanted if not names.get(cid))[:MAX_CUSTOMER_LOOKUPS]
+        # Names rarely change: reuse the previous sync's, and ask the service only for customers new to the cache.
+        for cid in wanted:
+            if not names.get(cid) and run.previous is not None:
+                known = run.previous.customer(cid)
+                if known is not None and known.name:
+                    run.customers[cid] = known
+        unnamed = sorted(cid for cid in wanted if not names.get(cid) and cid not in run.customers)
+        unnamed = unnamed[:MAX_CUSTOMER_LOOKUPS]
         for cust in _each_concurrently(lambda cid: _get_customer_or_none(api, cid), unnamed, concurrency, run):
             run.customers[cust.id] = cust
         for cid in wanted:

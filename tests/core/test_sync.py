@@ -266,3 +266,26 @@ def test_kill_9_during_sync_leaves_the_previous_cache_intact(tmp_path, monkeypat
         assert interrupted and "interrupted" in (interrupted[0].message or "")
     finally:
         s.close()
+
+
+def test_customer_names_are_reused_and_lookups_are_capped(world, cache, monkeypatch):
+    from linkdesk.core.model import Customer
+
+    for n in range(5):  # five more client customers, each with an active account
+        cid, aid = 700 + n, 7000 + n
+        world.customers[cid] = Customer(cid, f"Client {n}")
+        world.accounts[aid] = Account(aid, f"acc {n}", f"F7{n:03d}", cid)
+        world.add_link(aid, S.Active)
+    monkeypatch.setattr(sync, "MAX_CUSTOMER_LOOKUPS", 4)
+    api = FakeApi(world, ADMIN)
+    lookups = lambda: [arg for op, arg in api.calls if op == "GetCustomer" and arg != AGENCY]  # noqa: E731
+    assert sync.full_sync(cache, api, clock=world.clock).ok
+    first = lookups()
+    assert len(first) == 4  # 6 client customers to name, 4 per sync
+    api.calls.clear()
+    assert sync.full_sync(cache, api, clock=world.clock).ok
+    assert len(lookups()) == 2 and not set(lookups()) & set(first)  # only the two still unnamed
+    api.calls.clear()
+    assert sync.full_sync(cache, api, clock=world.clock).ok
+    assert lookups() == []
+    assert cache.customer(704).name == "Client 4" and cache.customer(CLIENT_A).name == "Client A"
