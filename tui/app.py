@@ -1,0 +1,740 @@
+"""The linkdesk Textual app, and the entry points ``linkdesk demo`` and ``linkdesk`` call.
+
+Start-up is cache first: the first frame is drawn from the profile's SQLite cache (standard ``sqlite3`` only), then a
+thread worker creates the Session (which starts the simulator and imports the SDK) and a background sync follows,
+with progress in the status line and ``esc`` to stop it. Everything that may block runs in a thread worker and
+reports back with a Message; one ``Worker.StateChanged`` handler turns any worker failure into an error dialog.
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterable
+
+from rich.text import Text
+from textual import on, work
+from textual.app import App
+from textual.binding import Binding
+from textual.message import Message
+from textual.reactive import reactive
+from textual.worker import Worker, WorkerState
+
+from linkdesk.core import paths, rules
+from linkdesk.core.model import Actor, ClientLink, LinkKey, Perspective, Role
+
+from .commands import LinkdeskCommands, PaletteCommand
+from .messages import InviteRequested, LinkActionRequested, OpenLink
+from .source import link_context
+from .text import billing_consequence, clean, join
+from .widgets.status_line import StatusInfo
+
+if TYPE_CHECKING:  # the real modules are imported lazily, off the first-frame path
+    from linkdesk.core.session import Session
+
+    from .screens.main import MainScreen
+
+Clock = Callable[[], datetime]
+
+#: Clock steps offered in demo mode: (duration for Session.advance, label).
+ADVANCE_STEPS: tuple[tuple[str, str], ...] = (("6h", "+6 hours"), ("1d", "+1 day"), ("31d", "+31 days"))
+
+_CONFIG_KEY = "tui"
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Messages from workers
+# ------------------------------------------------------------------------------------------------------------------
+
+
+class SessionReady(Message):
+    def __init__(self, session: Any) -> None:
+        super().__init__()
+        self.session = session
+
+
+class SessionFailed(Message):
+    def __init__(self, error: BaseException) -> None:
+        super().__init__()
+        self.error = error
+
+
+class SyncProgressed(Message):
+    def __init__(self, progress: Any) -> None:
+        super().__init__()
+        self.progress = progress
+
+
+class SyncFinished(Message):
+    def __init__(self, result: Any) -> None:
+        super().__init__()
+        self.result = result
+
+
+class ActionFinished(Message):
+    def __init__(self, action: rules.Action, key: LinkKey, result: Any) -> None:
+        super().__init__()
+        self.action = action
+        self.key = key
+        self.result = result
+
+
+class IdentitySwitched(Message):
+    def __init__(self, identity: Any) -> None:
+        super().__init__()
+        self.identity = identity
+
+
+class ClockAdvanced(Message):
+    def __init__(self, summary: str) -> None:
+        super().__init__()
+        self.summary = summary
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Small helpers
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def user_message(error: BaseException) -> str:
+    """The sentence to show for a failure: the error's own user message when it has one, never a traceback."""
+    text = getattr(error, "user_message", None)
+    if text:
+        return clean(text, max_chars=600)
+    if isinstance(error, (ConnectionError, TimeoutError)):
+        return "The service could not be reached; check the connection and try again (s syncs again)."
+    detail = clean(str(error), max_chars=300)
+    kind = type(error).__name__
+    return f"Something went wrong ({kind}{': ' + detail if detail else ''}). Try again; if it keeps happening, " \
+           "report it with what you were doing."
+
+
+def _identity_record(identity: Any) -> dict[str, Any]:
+    return {
+        "user_id": identity.user_id, "user_name": identity.user_name, "customer_id": identity.customer_id,
+        "customer_name": identity.customer_name, "side": identity.side, "role": int(identity.role),
+    }
+
+
+class LinkdeskApp(App[int]):
+    """The terminal app. Give it a ``session`` (tests) or a ``session_factory`` (called in a thread worker).
+
+    ``clock`` is used until the session exists (then the session's clock, which in demo mode is the simulator's
+    virtual time); ``home`` overrides the data root (``LINKDESK_HOME``); ``profile`` names the cache to draw first.
+    """
+
+    CSS_PATH = "app.tcss"
+    TITLE = "linkdesk"
+    COMMANDS = {LinkdeskCommands}
+
+    BINDINGS = [
+        Binding("1", "show('clients')", "Clients tree", show=False, id="app.clients"),
+        Binding("2", "show('inbox')", "Link inbox", show=False, id="app.inbox"),
+        Binding("n", "new_invitation", "Invite", id="app.invite"),
+        Binding("b", "bulk_invitation", "Bulk invite", show=False, id="app.bulk"),
+        Binding("s", "sync", "Sync", id="app.sync"),
+        Binding("escape", "stop_sync", "Stop sync", id="app.stop_sync"),
+        Binding("i", "choose_identity", "Act as", id="demo.identity"),
+        Binding("plus,equals_sign", "choose_advance", "Clock", id="demo.advance"),
+        Binding("question_mark,f1", "help", "Help", id="app.help"),
+        Binding("q", "quit", "Quit", id="app.quit"),
+    ]
+
+    status: reactive[StatusInfo] = reactive(StatusInfo, always_update=True, init=False)
+
+    def __init__(
+        self,
+        session_factory: Callable[[], "Session"] | None = None,
+        *,
+        session: "Session | None" = None,
+        clock: Clock | None = None,
+        home: Path | str | None = None,
+        profile: str = paths.DEMO_PROFILE,
+        is_demo: bool | None = None,
+        fresh: bool = False,
+        sync_on_start: bool = True,
+    ) -> None:
+        super().__init__()
+        if session is None and session_factory is None:
+            raise ValueError("LinkdeskApp needs a session or a session_factory.")
+        self._factory = session_factory
+        self.session: "Session | None" = session
+        self._clock: Clock = clock or _utcnow
+        self._home = Path(home) if home is not None else None
+        self.profile = session.profile if session is not None else profile
+        self.is_demo = session.is_demo if session is not None else (
+            is_demo if is_demo is not None else profile == paths.DEMO_PROFILE)
+        self._fresh = fresh
+        self._sync_on_start = sync_on_start
+        self.cache: Any = None
+        self.identity: Any = None
+        self._sync_cancel: threading.Event | None = None
+        self._syncing = False
+        self.main: "MainScreen | None" = None
+
+    # -- time and who -------------------------------------------------------------------------------------------
+
+    def now(self) -> datetime:
+        """The time the rules use: the session's clock (the simulator's virtual time in demo mode) once it exists."""
+        session = self.session
+        if session is not None:
+            return session.clock()
+        return self._clock()
+
+    @property
+    def actor(self) -> Actor | None:
+        return self.identity.actor() if self.identity is not None else None
+
+    # -- start-up -------------------------------------------------------------------------------------------------
+
+    def _cache_path(self) -> Path:
+        if self._home is not None:
+            return self._home / self.profile / "cache.sqlite"
+        return paths.cache_path(self.profile)
+
+    async def on_mount(self) -> None:
+        from .screens.main import MainScreen
+
+        self._apply_keymap()
+        self.main = MainScreen(self.now)
+        await self.push_screen(self.main)
+        self.status = StatusInfo(profile=self.profile, is_demo=self.is_demo, message="Opening the cache…")
+        self._first_frame()
+        if self.session is not None:
+            self.post_message(SessionReady(self.session))
+        else:
+            self.status = self.status.with_(message="Starting the simulator…" if self.is_demo
+                                            else "Connecting to Microsoft Advertising…")
+            self._create_session()
+
+    def _apply_keymap(self) -> None:
+        keymap = paths.read_config().get("keymap")
+        if isinstance(keymap, dict):
+            self.set_keymap({str(k): str(v) for k, v in keymap.items()})
+
+    def _remembered_identity(self) -> Any:
+        record = paths.read_config().get(_CONFIG_KEY, {}).get(f"identity:{self.profile}")
+        if not isinstance(record, dict):
+            return None
+        try:
+            return _RememberedIdentity(int(record["user_id"]), str(record["user_name"]), int(record["customer_id"]),
+                                       str(record["customer_name"]), str(record["side"]), Role(int(record["role"])))
+        except (KeyError, TypeError, ValueError):
+            return None
+
+    def _remember_identity(self, identity: Any) -> None:
+        try:
+            config = paths.read_config()
+            section = config.get(_CONFIG_KEY) if isinstance(config.get(_CONFIG_KEY), dict) else {}
+            section[f"identity:{self.profile}"] = _identity_record(identity)
+            config[_CONFIG_KEY] = section
+            paths.write_config(config)
+        except OSError:
+            pass  # remembering who acted last is a convenience; never fail the app for it
+
+    def _first_frame(self) -> None:
+        """Draw the cache as it is: no network, no SDK, only sqlite3."""
+        if self.session is not None:
+            self.cache = self.session.cache()
+        elif not self._fresh and self._cache_path().exists():
+            from linkdesk.core.cache import Cache, CacheError
+
+            try:
+                self.cache = Cache.open(self._cache_path())
+            except CacheError as exc:
+                self.cache = None
+                self.notify(clean(str(exc), max_chars=400), title="The cache cannot be read", severity="error",
+                            markup=False, timeout=15)
+        if self.cache is None:
+            return
+        self.identity = self.session.identity() if self.session is not None else self._remembered_identity()
+        self._show_identity()
+        self._update_age()
+        self.main.load(self.cache, self.actor, side=self._default_side())
+
+    def _default_side(self) -> Perspective:
+        side = getattr(self.identity, "side", "agency")
+        return Perspective.RECEIVED if side == "client" else Perspective.SENT
+
+    def _show_identity(self) -> None:
+        ident = self.identity
+        if ident is None:
+            self.status = self.status.with_(user="", role="", customer="")
+            return
+        self.status = self.status.with_(user=ident.user_name, role=Role(ident.role).label,
+                                        customer=ident.customer_name)
+
+    def _update_age(self) -> None:
+        if self.cache is None:
+            return
+        run = self.cache.last_ok_sync()
+        self.status = self.status.with_(last_sync=run.finished_at if run is not None else None)
+
+    @work(thread=True, exclusive=True, group="session", exit_on_error=False, name="start session")
+    def _create_session(self) -> None:
+        assert self._factory is not None
+        try:
+            session = self._factory()
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a sentence and the offline state
+            self.post_message(SessionFailed(exc))
+            return
+        self.post_message(SessionReady(session))
+
+    @on(SessionReady)
+    def _session_ready(self, event: SessionReady) -> None:
+        self.session = event.session
+        self.profile = event.session.profile
+        self.is_demo = event.session.is_demo
+        if self.cache is None:
+            self.cache = self.session.cache()
+        self.identity = self.session.identity()
+        self._remember_identity(self.identity)
+        self._show_identity()
+        self._update_age()
+        self.status = self.status.with_(profile=self.profile, is_demo=self.is_demo, message="")
+        self.main.load(self.cache, self.actor, side=self._default_side())
+        self.refresh_bindings()
+        if self._sync_on_start:
+            self.action_sync()
+
+    @on(SessionFailed)
+    def _session_failed(self, event: SessionFailed) -> None:
+        message = user_message(event.error)
+        self.status = self.status.with_(online=False, message=message)
+        self.notify(message, title="Working offline", severity="warning", markup=False, timeout=12)
+
+    # -- sync -----------------------------------------------------------------------------------------------------
+
+    def action_sync(self) -> None:
+        """Sync now (s)."""
+        if self.session is None:
+            self.notify("Not connected yet: linkdesk shows the cache. Sync starts when the connection is ready.",
+                        severity="warning")
+            return
+        if self._syncing:
+            self.notify("A sync is already running; esc stops it.")
+            return
+        self._syncing = True
+        self._sync_cancel = threading.Event()
+        self.status = self.status.with_(phase="sync", done=0, total=None, message="Syncing…")
+        self.refresh_bindings()
+        self._sync(self._sync_cancel)
+
+    @work(thread=True, exclusive=True, group="sync", exit_on_error=False, name="sync")
+    def _sync(self, cancel: threading.Event) -> None:
+        session = self.session
+        assert session is not None
+        result = session.sync(progress=lambda p: self.post_message(SyncProgressed(p)), cancel=cancel)
+        self.post_message(SyncFinished(result))
+
+    @on(SyncProgressed)
+    def _sync_progressed(self, event: SyncProgressed) -> None:
+        p = event.progress
+        if self._syncing:
+            self.status = self.status.with_(phase=p.phase, done=p.done, total=p.total, message=p.message)
+
+    @on(SyncFinished)
+    def _sync_finished(self, event: SyncFinished) -> None:
+        result = event.result
+        self._sync_ended()
+        error = getattr(result, "error", None)
+        offline = not result.ok and not result.cancelled and error is not None and _is_network(error)
+        self.status = self.status.with_(online=False if offline else (True if result.ok else self.status.online),
+                                        message="" if result.ok else clean(result.message, max_chars=300))
+        self._update_age()
+        if result.cancelled:
+            self.notify("Sync stopped; the cache still shows the last complete sync.")
+        elif not result.ok:
+            self.notify(clean(result.message, max_chars=400), title="Sync failed", severity="error", markup=False,
+                        timeout=12)
+        self.reload_views()
+
+    def _sync_ended(self) -> None:
+        self._syncing = False
+        self._sync_cancel = None
+        self.status = self.status.with_(phase=None, done=0, total=None)
+        self.refresh_bindings()
+
+    def action_stop_sync(self) -> None:
+        """Stop the running sync (esc); the cache keeps the last complete state."""
+        if self._sync_cancel is not None:
+            self._sync_cancel.set()
+            self.status = self.status.with_(message="Stopping the sync…")
+
+    def reload_views(self) -> None:
+        """Re-read every visible view from the cache (after a sync, an action, a clock step)."""
+        if self.main is not None and self.cache is not None:
+            self.main.reload()
+        for screen in self.screen_stack:
+            reload = getattr(screen, "reload", None)
+            if reload is not None and screen is not self.main:
+                reload()
+
+    # -- bindings state -------------------------------------------------------------------------------------------
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "stop_sync":
+            return self._syncing
+        if action in ("choose_identity", "choose_advance"):
+            return self.is_demo
+        return True
+
+    # -- views ----------------------------------------------------------------------------------------------------
+
+    def _back_to_main(self) -> bool:
+        """Close pushed screens down to the main one; False when a modal dialog is open (it must be answered)."""
+        from textual.screen import ModalScreen
+
+        while len(self.screen_stack) > 1 and self.screen is not self.main:
+            if isinstance(self.screen, ModalScreen):
+                return False
+            self.pop_screen()
+        return True
+
+    def action_show(self, view: str) -> None:
+        """Show the clients tree (1) or the link inbox (2)."""
+        if self.main is not None and self._back_to_main():
+            self.main.show(view)
+
+    @on(OpenLink)
+    def _open_link(self, event: OpenLink) -> None:
+        from .screens.detail import LinkDetailScreen
+
+        if self.cache is None:
+            return
+        self.push_screen(LinkDetailScreen(event.key))
+
+    # -- help and palette -----------------------------------------------------------------------------------------
+
+    def action_help(self) -> None:
+        """Keys and what the current screen shows (? or F1)."""
+        from .screens.help import HelpScreen, keys_from_bindings
+
+        screen = self.screen
+        title, about = getattr(screen, "help_text", ("linkdesk", ""))
+        self.push_screen(HelpScreen(title, about, keys_from_bindings(self, screen.active_bindings)))
+
+    def palette_commands(self, screen: Any) -> Iterable[PaletteCommand]:
+        """What the command palette offers now: views, sync, invitations, the selected link's allowed actions, and
+        in demo mode the identities and clock steps."""
+        yield PaletteCommand("Show clients tree", "The agency, its users and client accounts (1)",
+                             lambda: self.action_show("clients"))
+        yield PaletteCommand("Show link inbox", "Sent and received links by stage (2)",
+                             lambda: self.action_show("inbox"))
+        if self._syncing:
+            yield PaletteCommand("Stop sync", "Stop the running sync; the cache keeps the last complete state (esc)",
+                                 self.action_stop_sync)
+        else:
+            yield PaletteCommand("Sync now", "Read every link and the hierarchy from the service (s)",
+                                 self.action_sync)
+        yield PaletteCommand("New invitation", "Invite a client account or customer (n)", self.action_new_invitation)
+        yield PaletteCommand("Bulk invitations from a CSV file", "Dry run, then send, with a result per row (b)",
+                             self.action_bulk_invitation)
+        key = self._selected_key(screen)
+        if key is not None and self.cache is not None:
+            ctx = link_context(self.cache, key, self.actor, self.now())
+            if ctx is not None:
+                label = rules.entity_label(ctx.link)
+                for option in ctx.options:
+                    if option.allowed:
+                        yield PaletteCommand(f"{option.action.label}: {label}",
+                                             rules.ACTION_CONSEQUENCES[option.action],
+                                             _bind(self.post_message, LinkActionRequested(option.action, key)))
+        if self.is_demo and self.session is not None:
+            current = getattr(self.identity, "user_id", None)
+            for ident in self._identities():
+                if ident.user_id != current:
+                    yield PaletteCommand(
+                        f"Act as {ident.user_name} ({Role(ident.role).label}, {ident.customer_name})",
+                        "Demo: switch the acting identity and sync as that user",
+                        _bind(self.switch_identity, ident.user_id))
+            for duration, label in ADVANCE_STEPS:
+                yield PaletteCommand(f"Advance the simulator clock {label}",
+                                     "Demo: move the simulated time; due transitions happen, then linkdesk syncs",
+                                     _bind(self.advance_clock, duration))
+        yield PaletteCommand("Help", "Keys and what this screen shows (? or F1)", self.action_help)
+        yield PaletteCommand("Change theme", "Pick another colour theme", self.action_change_theme)
+        yield PaletteCommand("Quit", "Leave linkdesk (q)", self.action_quit)
+
+    def _selected_key(self, screen: Any) -> LinkKey | None:
+        key = getattr(screen, "link_key", None)
+        if key is not None:
+            return key
+        if screen is self.main and self.main is not None:
+            if self.main.current == "inbox":
+                line = self.main.inbox.link_list.highlighted
+                return line.key if line is not None else None
+            return self.main.clients._link_key(self.main.clients.selected)
+        return None
+
+    def _identities(self) -> list[Any]:
+        try:
+            return list(self.session.identities()) if self.session is not None else []
+        except Exception:  # noqa: BLE001 - a palette must open even if the list cannot be read
+            return []
+
+    # -- link actions ---------------------------------------------------------------------------------------------
+
+    @on(LinkActionRequested)
+    def _link_action(self, event: LinkActionRequested) -> None:
+        from .screens.confirm import ConfirmationModal
+
+        action, key = event.action, event.key
+        if self.cache is None:
+            return
+        ctx = link_context(self.cache, key, self.actor, self.now())
+        if ctx is None:
+            self.notify("That link is no longer in the cache; sync (s) and try again.", severity="warning")
+            return
+        option = ctx.option(action)
+        if not option.allowed:
+            self.notify(clean(option.reason or "Not possible now.", max_chars=500),
+                        title=f"Cannot {action.label.lower()}", severity="warning", markup=False, timeout=10)
+            return
+        if self.session is None:
+            self.notify("linkdesk is offline: actions need the service. Press s to try to sync again.",
+                        title=f"Cannot {action.label.lower()}", severity="warning")
+            return
+        consequence = rules.ACTION_CONSEQUENCES[action]
+        if action in (rules.Action.ACCEPT, rules.Action.UNLINK, rules.Action.REINVITE) \
+                and ctx.link.is_bill_to_client is not None:
+            consequence += " " + billing_consequence(ctx.link.is_bill_to_client,
+                                                     agency=clean(ctx.link.managing_customer_name) or "the agency")
+        subject = join((rules.entity_label(ctx.link), "bold"), "\n", ("", ""),
+                       f"{ctx.link.status} · {ctx.client_customer_name or ''}".rstrip(" ·"))
+        self.push_screen(
+            ConfirmationModal(f"{action.label}?", subject, consequence, confirm_label=action.label,
+                              danger=action in (rules.Action.CANCEL, rules.Action.UNLINK, rules.Action.DECLINE)),
+            callback=lambda ok: self._run_action(action, key, ctx.link) if ok else None,
+        )
+
+    @work(thread=True, group="action", exit_on_error=False, name="link action")
+    def _run_action(self, action: rules.Action, key: LinkKey, link: ClientLink) -> None:
+        session = self.session
+        assert session is not None
+        result = session.act(action, key)
+        self.post_message(ActionFinished(action, key, result))
+
+    @on(ActionFinished)
+    def _action_finished(self, event: ActionFinished) -> None:
+        from .screens.error import ErrorModal
+
+        result = event.result
+        self.reload_views()
+        if result.ok:
+            self.notify(clean(result.message, max_chars=400) or f"{event.action.label}: done.",
+                        title=event.action.label, markup=False)
+        else:
+            lines = [clean(v.message, max_chars=400) for v in (result.violations or [])]
+            message = clean(result.message, max_chars=400)
+            body = "\n".join([message, *[f"• {line}" for line in lines if line != message]])
+            self.push_screen(ErrorModal(f"{event.action.label} did not go through", body))
+
+    # -- invitations ----------------------------------------------------------------------------------------------
+
+    def action_new_invitation(self, draft: ClientLink | None = None) -> None:
+        """Open the invitation form (n)."""
+        from .screens.invite import InvitationScreen
+
+        if self.actor is None:
+            self.notify("linkdesk does not know who you are yet; wait for the session.", severity="warning")
+            return
+        if not isinstance(self.screen, InvitationScreen):
+            self.push_screen(InvitationScreen(draft))
+
+    @on(InviteRequested)
+    def _invite_requested(self, event: InviteRequested) -> None:
+        self.action_new_invitation(event.draft)
+
+    def action_bulk_invitation(self) -> None:
+        """Invite many accounts from a CSV file (b)."""
+        from .screens.bulk import BulkInviteScreen
+
+        if self.actor is None:
+            self.notify("linkdesk does not know who you are yet; wait for the session.", severity="warning")
+            return
+        if not isinstance(self.screen, BulkInviteScreen):
+            self.push_screen(BulkInviteScreen())
+
+    def check_invitation(self, draft: ClientLink) -> list[rules.Violation]:
+        """Every rule a draft breaks, with the cache's knowledge (existing links, prepaid accounts)."""
+        if self.session is not None:
+            return list(self.session.check_invitation(draft))
+        actor = self.actor
+        if actor is None or self.cache is None:
+            return []
+        existing = self.cache.links_for_entity(draft.client_entity_id) if draft.client_entity_id else []
+        account = self.cache.account(draft.client_entity_id) if draft.client_entity_id else None
+        return rules.check_new_invitation(draft, actor=actor, now=self.now(), existing=existing,
+                                          client_account=account)
+
+    # -- demo: identity and clock -----------------------------------------------------------------------------------
+
+    def action_choose_identity(self) -> None:
+        """Demo: act as another user (i)."""
+        from .screens.demo import IdentityModal
+
+        if self.session is None:
+            self.notify("The simulator is still starting.", severity="warning")
+            return
+        current = getattr(self.identity, "user_id", None)
+        self.push_screen(IdentityModal(self._identities(), current),
+                         callback=lambda user_id: self.switch_identity(user_id) if user_id is not None else None)
+
+    def switch_identity(self, user_id: int) -> None:
+        if self.session is None:
+            return
+        self._switch_identity(user_id)
+
+    @work(thread=True, exclusive=True, group="identity", exit_on_error=False, name="switch identity")
+    def _switch_identity(self, user_id: int) -> None:
+        assert self.session is not None
+        identity = self.session.switch_identity(user_id)
+        self.post_message(IdentitySwitched(identity))
+
+    @on(IdentitySwitched)
+    def _identity_switched(self, event: IdentitySwitched) -> None:
+        self.identity = event.identity
+        self._remember_identity(event.identity)
+        self._show_identity()
+        self.notify(Text(f"Acting as {clean(event.identity.user_name)} ({Role(event.identity.role).label} at "
+                         f"{clean(event.identity.customer_name)}).").plain, markup=False)
+        if self.main is not None:
+            self.main.load(self.cache, self.actor, side=self._default_side())
+        self.reload_views()
+        self.action_sync()
+
+    def action_choose_advance(self) -> None:
+        """Demo: move the simulator clock (+)."""
+        from .screens.demo import AdvanceModal
+
+        if self.session is None:
+            self.notify("The simulator is still starting.", severity="warning")
+            return
+        self.push_screen(AdvanceModal(ADVANCE_STEPS),
+                         callback=lambda duration: self.advance_clock(duration) if duration else None)
+
+    def advance_clock(self, duration: str) -> None:
+        if self.session is not None:
+            self._advance(duration)
+
+    @work(thread=True, exclusive=True, group="clock", exit_on_error=False, name="advance clock")
+    def _advance(self, duration: str) -> None:
+        assert self.session is not None
+        summary = self.session.advance(duration)
+        self.post_message(ClockAdvanced(summary))
+
+    @on(ClockAdvanced)
+    def _clock_advanced(self, event: ClockAdvanced) -> None:
+        self.notify(clean(event.summary, max_chars=400), title="Simulator clock", markup=False)
+        self.reload_views()
+        if self._syncing and self._sync_cancel is not None:
+            self._sync_cancel.set()
+        self.call_after_refresh(self.action_sync)
+
+    # -- failures ---------------------------------------------------------------------------------------------------
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        """The one place a worker's failure becomes a dialog (never a traceback)."""
+        if event.state != WorkerState.ERROR:
+            return
+        from .screens.error import ErrorModal
+
+        worker = event.worker
+        error = worker.error
+        if worker.group == "sync":
+            self._sync_ended()
+            self.status = self.status.with_(online=False if _is_network(error) else self.status.online)
+        self.log.error(f"worker {worker.name!r} failed: {error!r}")
+        title = {"sync": "Sync failed", "action": "The action failed", "invite": "Sending failed",
+                 "identity": "Could not switch identity", "clock": "Could not move the clock",
+                 "session": "Could not start"}.get(worker.group, "Something went wrong")
+        self.push_screen(ErrorModal(title, user_message(error) if error else "The task stopped unexpectedly."))
+
+    # -- leaving ----------------------------------------------------------------------------------------------------
+
+    async def action_quit(self) -> None:
+        if self._sync_cancel is not None:
+            self._sync_cancel.set()
+        self.exit(0)
+
+
+class _RememberedIdentity:
+    """The identity the app acted as last time (config), enough to draw the first frame before the session."""
+
+    def __init__(self, user_id: int, user_name: str, customer_id: int, customer_name: str, side: str,
+                 role: Role) -> None:
+        self.user_id, self.user_name, self.customer_id = user_id, user_name, customer_id
+        self.customer_name, self.side, self.role = customer_name, side, role
+
+    def actor(self) -> Actor:
+        return Actor(self.user_id, self.customer_id, self.role, self.customer_name, self.user_name)
+
+
+def _bind(fn: Callable[..., Any], *args: Any) -> Callable[[], Any]:
+    return lambda: fn(*args)
+
+
+def _is_network(error: Any) -> bool:
+    """Whether a failure means 'the service cannot be reached' (offline), as opposed to a refusal."""
+    if error is None:
+        return False
+    names = {c.__name__ for c in type(error).__mro__}
+    return bool(names & {"ServiceUnavailable", "ApiTimeout", "ConnectionError", "TimeoutError", "OSError"})
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Entry points (core/cli.py imports these lazily)
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def run_demo(fresh: bool = False, *, home: Path | str | None = None, clock: Clock | None = None) -> int:
+    """``linkdesk demo``: the app against the built-in simulator (state kept between runs; ``fresh`` resets it)."""
+
+    def factory() -> "Session":
+        from linkdesk.core.session import Session
+
+        return Session.demo(home=home, fresh=fresh, clock=clock)
+
+    app = LinkdeskApp(factory, clock=clock, home=home, profile=paths.DEMO_PROFILE, is_demo=True, fresh=fresh)
+    try:
+        code = app.run()
+    finally:
+        if app.session is not None:
+            app.session.close()
+    return code if isinstance(code, int) else 0
+
+
+def run(profile: str | None = None, *, home: Path | str | None = None, clock: Clock | None = None) -> int:
+    """``linkdesk``: the app on a signed-in profile (the last one used when none is given).
+
+    With no profile signed in, say how to sign in or start the demo, and return 1.
+    """
+    import sys
+
+    profile = profile or paths.last_profile()
+    if profile is None:
+        print("linkdesk has no signed-in profile yet.\n"
+              "  Sign in to Microsoft Advertising:  linkdesk auth login\n"
+              "  Or try it with the built-in simulator:  linkdesk demo", file=sys.stderr)
+        return 1
+    if profile == paths.DEMO_PROFILE:
+        return run_demo(home=home, clock=clock)
+
+    def factory() -> "Session":
+        from linkdesk.core.session import Session
+
+        return Session.live(profile, home=home, clock=clock)
+
+    app = LinkdeskApp(factory, clock=clock, home=home, profile=profile, is_demo=False)
+    try:
+        code = app.run()
+    finally:
+        if app.session is not None:
+            app.session.close()
+    return code if isinstance(code, int) else 0

@@ -1,0 +1,199 @@
+"""The clients tree screen: the hierarchy on the left, the selected node's details on the right."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Callable
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, VerticalScroll
+from textual.widgets import Static, Tree
+
+from linkdesk.core import rules
+from linkdesk.core.model import Actor, ClientLink, ClientLinkStatus, LinkKey, LinkType
+
+from .. import palette
+from ..messages import InviteRequested, LinkActionRequested, OpenLink
+from ..text import bill_to_text, billing_consequence, clean, date, days_left_text, join
+from ..widgets.clients_tree import ClientsTree, NodeRef
+from .inbox import ACTION_BINDINGS
+
+
+class ClientsView(Horizontal):
+    """The tree and a detail pane that follows the cursor."""
+
+    BINDINGS = [
+        Binding("n", "invite", "Invite", id="clients.invite", tooltip="Invite the selected account (or any)"),
+        *ACTION_BINDINGS,
+    ]
+
+    HELP = ("The clients tree shows your agency and its users, each with their role and the accounts they can "
+            "reach, and every client customer your agency has links with, each account with the status of its "
+            "link, who pays, and the days left for a pending invitation. Children are read from the cache when "
+            "you open a node, a page at a time; '… more' at the end of a page shows the next one. The pane on the "
+            "right describes the selected node. Enter opens an account's link; n invites the selected account.")
+
+    def __init__(self, clock: Callable[[], datetime], *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self._clock = clock
+        self._cache: Any = None
+        self._actor: Actor | None = None
+
+    def compose(self) -> ComposeResult:
+        yield ClientsTree(self._clock, id="clients-tree")
+        with VerticalScroll(id="clients-detail-pane"):
+            yield Static(id="clients-detail")
+
+    @property
+    def tree(self) -> ClientsTree:
+        return self.query_one("#clients-tree", ClientsTree)
+
+    def load(self, cache: Any, actor: Actor | None) -> None:
+        """Show the hierarchy of the acting user's customer (first frame, identity switch, after a sync)."""
+        self._cache = cache
+        self._actor = actor
+        self.tree.load(cache, actor.customer_id if actor else None)
+        if actor is None:
+            self.query_one("#clients-detail", Static).update(
+                Text("Waiting for the session to know who you are…", style="italic"))
+        elif self.tree.cursor_line < 0 and self.tree.root.children:
+            self.tree.cursor_line = 0
+
+    def reload(self) -> None:
+        self.load(self._cache, self._actor)
+
+    # -- selection ------------------------------------------------------------------------------------------------
+
+    def _link_key(self, ref: NodeRef | None) -> LinkKey | None:
+        if ref is None or self._actor is None:
+            return None
+        if ref.kind == "account":
+            return ref.link_key
+        if ref.kind == "customer" and ref.item is not None and ref.item.customer_link_status is not None \
+                and ref.item.customer_id is not None:
+            return LinkKey(ref.item.customer_id, self._actor.customer_id, LinkType.CustomerLink)
+        return None
+
+    @property
+    def selected(self) -> NodeRef | None:
+        node = self.tree.cursor_node
+        return node.data if node is not None else None
+
+    @on(Tree.NodeHighlighted, "#clients-tree")
+    def _highlighted(self, event: Tree.NodeHighlighted[NodeRef]) -> None:
+        self.query_one("#clients-detail", Static).update(self._describe(event.node.data))
+
+    @on(Tree.NodeSelected, "#clients-tree")
+    def _chosen(self, event: Tree.NodeSelected[NodeRef]) -> None:
+        ref = event.node.data
+        if ref is None or ref.kind not in ("account", "customer"):
+            return
+        key = self._link_key(ref)
+        if key is not None:
+            self.post_message(OpenLink(key))
+        elif ref.kind == "account":
+            self.action_invite()
+
+    def action_invite(self) -> None:
+        ref = self.selected
+        draft = None
+        if ref is not None and ref.kind == "account" and ref.item is not None:
+            draft = ClientLink(client_entity_id=ref.item.account_id)
+        self.post_message(InviteRequested(draft))
+
+    def action_link_action(self, name: str) -> None:
+        key = self._link_key(self.selected)
+        if key is None:
+            self.notify("Select an account (or a customer) that has a link with your agency first.",
+                        severity="warning")
+            return
+        self.post_message(LinkActionRequested(rules.Action(name), key))
+
+    # -- the detail pane --------------------------------------------------------------------------------------------
+
+    def _describe(self, ref: NodeRef | None) -> Text:
+        if ref is None or self._cache is None:
+            return Text("")
+        styles = palette.styles(self.app)
+        now = self._clock()
+        out = Text()
+
+        def field(label: str, value: Text | str) -> None:
+            out.append(f"{label:<14}", style="dim")
+            out.append_text(value if isinstance(value, Text) else Text(value))
+            out.append("\n")
+
+        if ref.kind == "agency":
+            customer = ref.item
+            out.append(clean(customer.name if customer else f"Customer {ref.id}"), style="bold")
+            out.append("\nYour agency\n\n")
+            field("Customer id", str(ref.id))
+            if customer is not None and customer.number:
+                field("Number", clean(customer.number))
+            field("Users", str(len(self._cache.agency_users(ref.id))))
+            field("Clients", f"{self._cache.client_customers_count(ref.id):,}")
+            out.append("\nOpen the agency to see its users and the accounts each can reach.", style="italic")
+        elif ref.kind == "user":
+            item = ref.item
+            out.append(clean(item.display_name or item.user_name), style="bold")
+            out.append("\n\n")
+            field("User name", clean(item.user_name))
+            field("User id", str(item.user_id))
+            field("Role", item.role.label if item.role else "none")
+            user = self._cache.user(item.user_id)
+            if user is not None and user.email:
+                field("Email", clean(user.email))
+            field("Reaches", f"{item.account_count:,} account{'s' if item.account_count != 1 else ''}")
+            out.append("\n")
+            if item.role is not None and self._actor is not None:
+                actor = Actor(item.user_id, self._actor.customer_id, item.role, self._actor.customer_name)
+                refusal = rules.may_send_invitation(actor, LinkType.AccountLink)
+                out.append(refusal or "Can send account invitations, cancel them and request unlinks.",
+                           style="italic")
+        elif ref.kind == "clients":
+            out.append("Client customers", style="bold")
+            out.append("\n\nEvery customer your agency has a link with: account links to its accounts, or a "
+                       "customer-level link.\n")
+        elif ref.kind == "customer":
+            item = ref.item
+            out.append(clean(item.name) if item.name else "Client not known yet", style="bold")
+            out.append("\n\n")
+            if item.customer_id is not None:
+                field("Customer id", str(item.customer_id))
+            if item.number:
+                field("Number", clean(item.number))
+            field("Links", f"{item.link_count:,}")
+            if item.customer_link_status is not None:
+                field("Customer link", Text(clean(item.customer_link_status),
+                                            style=styles[palette.status_stage(item.customer_link_status)]))
+                out.append("\nEnter opens the customer-level link.", style="italic")
+        elif ref.kind == "account":
+            item = ref.item
+            out.append(clean(item.name) if item.name else f"Account {item.account_id}", style="bold")
+            out.append("\n\n")
+            field("Account id", str(item.account_id))
+            if item.number:
+                field("Number", clean(item.number))
+            if item.parent_customer_id is not None:
+                parent = self._cache.customer(item.parent_customer_id)
+                field("Owner", clean(parent.name) if parent and parent.name else str(item.parent_customer_id))
+            status = item.link_status
+            if status is None:
+                field("Link", "none with your agency")
+                out.append("\nEnter or n invites this account.", style="italic")
+            else:
+                field("Link", Text(clean(status), style=styles[palette.status_stage(status)]))
+                out.append(f"{'':<14}{rules.status_text(status)}\n")
+                field("Bill to", bill_to_text(item.is_bill_to_client))
+                if status == ClientLinkStatus.LinkPending and item.invited_at is not None:
+                    field("Invited", date(item.invited_at))
+                    field("Days left", days_left_text(rules.days_left(item.invited_at, now)) or "—")
+                out.append("\n")
+                out.append(billing_consequence(item.is_bill_to_client), style="italic")
+                out.append("\n\nEnter opens the link's details, timeline and actions.", style="italic")
+        elif ref.kind == "more":
+            out.append("Enter shows the next page.", style="italic")
+        return out

@@ -1,0 +1,319 @@
+"""The link inbox: sent and received links by lifecycle stage, filtered and sorted, over cache pages."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Callable, Sequence
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.widgets import Input, Static, Tab, Tabs
+
+from linkdesk.core import rules
+from linkdesk.core.model import Actor, LinkType, Perspective, Stage
+
+from ..messages import LinkActionRequested, OpenLink
+from ..source import SORTS, InboxLine, InboxQuery, InboxSource, LinkContext, link_context, stage_counts
+from ..text import bill_to_text, clean, days_left_text, join, short_date, short_span, utc
+from ..widgets.link_list import Cell, Column, ColumnHeader, LinkList
+
+COLUMNS: tuple[Column, ...] = (
+    Column("counterparty", "Client", 10, flex=2),
+    Column("client", "Account / customer", 14, flex=3),
+    Column("type", "Type", 8),
+    Column("status", "Status", 16),
+    Column("bill_to", "Bill to", 7),
+    Column("age", "Age", 4, align="right"),
+    Column("days_left", "Left", 7, align="right"),
+    Column("last_change", "Last change", 13),
+)
+
+STAGE_ORDER: tuple[Stage | None, ...] = (
+    Stage.NEEDS_ACTION, Stage.PENDING, Stage.IN_PROGRESS, Stage.ACTIVE, Stage.ENDED, None,
+)
+
+#: Keys of the link actions, shared by the inbox, the tree and the detail screen.
+ACTION_KEYS: dict[rules.Action, str] = {
+    rules.Action.CANCEL: "c",
+    rules.Action.UNLINK: "u",
+    rules.Action.REINVITE: "r",
+    rules.Action.ACCEPT: "a",
+    rules.Action.DECLINE: "x",
+}
+
+ACTION_BINDINGS = [
+    Binding("c", "link_action('cancel')", "Cancel invitation", show=False, id="link.cancel"),
+    Binding("u", "link_action('unlink')", "Request unlink", show=False, id="link.unlink"),
+    Binding("r", "link_action('reinvite')", "Re-invite", show=False, id="link.reinvite"),
+    Binding("a", "link_action('accept')", "Accept invitation", show=False, id="link.accept"),
+    Binding("x", "link_action('decline')", "Decline invitation", show=False, id="link.decline"),
+]
+
+
+def _tab_id(stage: Stage | None) -> str:
+    return f"stage-{stage.value if stage else 'all'}"
+
+
+def _stage_label(stage: Stage | None, count: int | None) -> Text:
+    name = stage.label if stage else "All"
+    return Text(name if count is None else f"{name} {count:,}")
+
+
+def row_cells(line: InboxLine, now: datetime) -> Sequence[Cell]:
+    """The cells of one inbox line; client text cleaned, never markup."""
+    row = line.row
+    stage = row.stage.value if isinstance(row.stage, Stage) else str(row.stage or "")
+    days = line.days_left
+    urgent = days is not None and days <= 3 and stage == Stage.NEEDS_ACTION.value
+    status_class = "urgent" if urgent else stage
+    entity = clean(row.client_entity_name, max_chars=200)
+    number = clean(row.client_entity_number or row.key.client_entity_id, max_chars=40)
+    account = f"{entity} {number}".strip() if entity else number
+    started = row.invited_at or row.last_modified
+    return (
+        (clean(line.counterparty, max_chars=200) or "—", ""),
+        (account, ""),
+        ("customer" if row.key.type == LinkType.CustomerLink else "account", "dim"),
+        (clean(row.status, max_chars=40) or "—", status_class),
+        (bill_to_text(row.is_bill_to_client) if row.key.type != LinkType.CustomerLink else "—", "dim"),
+        (short_span(utc(now) - utc(started)) if started else "", "dim"),
+        (days_left_text(days), status_class if days is not None else "dim"),
+        (short_date(row.last_modified, now), "dim"),
+    )
+
+
+def action_summary(ctx: LinkContext) -> Text:
+    """'a Accept · x Decline' for allowed actions, then the first refusal in words (the preview line)."""
+    out = Text()
+    allowed = [o for o in ctx.options if o.allowed]
+    for i, option in enumerate(allowed):
+        if i:
+            out.append(" · ", style="dim")
+        out.append(ACTION_KEYS[option.action], style="bold reverse")
+        out.append(f" {option.action.label}")
+    if not allowed:
+        refused = [o for o in ctx.options if not o.allowed and o.reason]
+        out.append("Nothing to do now", style="bold")
+        if refused:
+            out.append(": ")
+            out.append(refused[0].reason or "")
+    return out
+
+
+class InboxView(Vertical):
+    """Stage tabs with counts, an optional filter, the column header, the virtual list and a preview of the row."""
+
+    BINDINGS = [
+        Binding("slash", "filter", "Filter", id="inbox.filter"),
+        Binding("escape", "close_filter", "Clear filter", show=False, id="inbox.close_filter"),
+        Binding("right_square_bracket,l", "next_stage", "Next stage", id="inbox.next_stage"),
+        Binding("left_square_bracket,h", "previous_stage", "Previous stage", show=False, id="inbox.previous_stage"),
+        Binding("t", "toggle_side", "Sent/received", show=False, id="inbox.toggle_side"),
+        Binding("o", "sort", "Sort", id="inbox.sort"),
+        Binding("O", "reverse_sort", "Reverse sort", show=False, id="inbox.reverse_sort"),
+        *ACTION_BINDINGS,
+    ]
+
+    HELP = ("The link inbox lists every client link your customer sent (as the agency) or received (as the client), "
+            "grouped by lifecycle stage: Needs action (invitations you received, and your invitations that expire "
+            "within 7 days), Pending, In progress (accepted, linking or unlinking), Active and Ended. Columns: the "
+            "client customer, the account or customer linked, the link type, the status, who pays, the age of the "
+            "link, days left before a pending invitation expires, and the last change. The line under the list "
+            "says what the selected link is waiting for and what you can do with it now.")
+
+    def __init__(self, clock: Callable[[], datetime], *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self._clock = clock
+        self._cache: Any = None
+        self._actor: Actor | None = None
+        self._query: InboxQuery | None = None
+        self._link_ctx: LinkContext | None = None
+
+    def compose(self) -> ComposeResult:
+        with Horizontal(id="inbox-bar"):
+            yield Static(id="inbox-side")
+            yield Tabs(*(Tab(_stage_label(s, None), id=_tab_id(s)) for s in STAGE_ORDER), id="inbox-stages")
+            yield Static(id="inbox-sort")
+        yield Input(placeholder="Filter by client, account, number or status — enter keeps it, esc clears",
+                    id="inbox-filter")
+        yield ColumnHeader(COLUMNS, id="inbox-header")
+        yield LinkList(COLUMNS, self._cells, empty_text="No links here.", id="inbox-list")
+        yield Static(id="inbox-preview")
+
+    def on_mount(self) -> None:
+        self.query_one("#inbox-stages", Tabs).can_focus = False
+        self.query_one("#inbox-filter", Input).display = False
+
+    # -- public -------------------------------------------------------------------------------------------------
+
+    @property
+    def link_list(self) -> LinkList:
+        return self.query_one("#inbox-list", LinkList)
+
+    @property
+    def query_state(self) -> InboxQuery | None:
+        return self._query
+
+    def load(self, cache: Any, actor: Actor | None, *, side: Perspective | None = None) -> None:
+        """Show the inbox of ``actor``'s customer from ``cache`` (first frame, identity switch)."""
+        self._cache = cache
+        self._actor = actor
+        if actor is None:
+            self._query = None
+            self.link_list.empty_text = "Waiting for the session to know who you are…"
+            self.link_list.set_source(None)
+            return
+        old = self._query
+        perspective = side or (old.perspective if old and old.customer_id == actor.customer_id else Perspective.SENT)
+        stage = old.stage if old else Stage.NEEDS_ACTION
+        self._query = InboxQuery(actor.customer_id, perspective, stage, old.text if old else "",
+                                 old.sort if old else "last_change", old.descending if old else True)
+        self._apply(keep_cursor=False)
+
+    def reload(self) -> None:
+        """Re-read the cache after a sync or an action, keeping stage, filter and cursor."""
+        if self._query is not None:
+            self._apply(keep_cursor=True)
+
+    # -- drawing ------------------------------------------------------------------------------------------------
+
+    def _cells(self, row: Any) -> Sequence[Cell]:
+        return row_cells(row, self._clock())
+
+    def _apply(self, *, keep_cursor: bool) -> None:
+        q = self._query
+        if q is None or self._cache is None:
+            return
+        now = self._clock()
+        counts = stage_counts(self._cache, q, now)
+        tabs = self.query_one("#inbox-stages", Tabs)
+        for s in STAGE_ORDER:
+            tabs.query_one(f"#{_tab_id(s)}", Tab).label = _stage_label(s, sum(counts.values()) if s is None
+                                                                         else counts.get(s, 0))
+        if tabs.active != _tab_id(q.stage):
+            with tabs.prevent(Tabs.TabActivated):
+                tabs.active = _tab_id(q.stage)
+        side = "Sent" if q.perspective == Perspective.SENT else "Received"
+        self.query_one("#inbox-side", Static).update(join((f"{side} ", "bold"), ("t", "dim")))
+        sort_title = dict(SORTS).get(q.sort, q.sort)
+        self.query_one("#inbox-sort", Static).update(Text(f"sort: {sort_title} {'▼' if q.descending else '▲'}"))
+        header = self.query_one("#inbox-header", ColumnHeader)
+        header.set_title("counterparty", "Client" if q.perspective == Perspective.SENT else "Agency")
+        header.set_sort(q.sort, q.descending)
+        what = (q.stage.label.lower() if q.stage else "any stage")
+        empty = f"No {side.lower()} links in {what}" + (f" matching {q.text!r}." if q.text else ".")
+        self.link_list.empty_text = clean(empty, max_chars=200)
+        self.link_list.set_source(InboxSource(self._cache, q, now), keep_cursor=keep_cursor)
+
+    def _set_query(self, **changes: Any) -> None:
+        if self._query is None:
+            return
+        from dataclasses import replace
+
+        self._query = replace(self._query, **changes)
+        self._apply(keep_cursor=False)
+
+    @on(LinkList.Highlighted, "#inbox-list")
+    def _show_preview(self, event: LinkList.Highlighted) -> None:
+        preview = self.query_one("#inbox-preview", Static)
+        row = event.row
+        if row is None or self._cache is None:
+            self._link_ctx = None
+            preview.update("")
+            return
+        ctx = link_context(self._cache, row.key, self._actor, self._clock())
+        self._link_ctx = ctx
+        if ctx is None:
+            preview.update("")
+            return
+        line1 = join((rules.entity_label(ctx.link), "bold"), " — ", rules.status_text(ctx.link.status))
+        if ctx.waiting:
+            line1.append(" " + ctx.waiting, style="italic")
+        elif ctx.days_left is not None and ctx.days_left >= 0:
+            line1.append(f" Expires in {ctx.days_left} days.", style="italic")
+        preview.update(join(line1, "\n", action_summary(ctx)))
+
+    @on(LinkList.Selected, "#inbox-list")
+    def _open(self, event: LinkList.Selected) -> None:
+        self.post_message(OpenLink(event.row.key))
+
+    @on(Tabs.TabActivated, "#inbox-stages")
+    def _stage_clicked(self, event: Tabs.TabActivated) -> None:
+        stage_id = (event.tab.id or "").removeprefix("stage-")
+        stage = None if stage_id == "all" else Stage(stage_id)
+        if self._query is not None and stage != self._query.stage:
+            self._set_query(stage=stage)
+        self.link_list.focus()
+
+    # -- filter ---------------------------------------------------------------------------------------------------
+
+    def action_filter(self) -> None:
+        field = self.query_one("#inbox-filter", Input)
+        field.display = True
+        field.focus()
+
+    @on(Input.Changed, "#inbox-filter")
+    def _filter_changed(self, event: Input.Changed) -> None:
+        text = clean(event.value, max_chars=200).strip()
+        if self._query is not None and text != self._query.text:
+            self._set_query(text=text)
+
+    @on(Input.Submitted, "#inbox-filter")
+    def _filter_done(self, event: Input.Submitted) -> None:
+        if not event.value:
+            event.input.display = False
+        self.link_list.focus()
+
+    def action_close_filter(self) -> None:
+        field = self.query_one("#inbox-filter", Input)
+        field.value = ""
+        field.display = False
+        self.link_list.focus()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "close_filter":
+            # Only while a filter is open; otherwise escape goes on to the app (stop a sync).
+            return self.query_one("#inbox-filter", Input).display
+        return True
+
+    # -- stage, side, sort ------------------------------------------------------------------------------------------
+
+    def _step_stage(self, step: int) -> None:
+        if self._query is None:
+            return
+        i = STAGE_ORDER.index(self._query.stage)
+        self._set_query(stage=STAGE_ORDER[(i + step) % len(STAGE_ORDER)])
+
+    def action_next_stage(self) -> None:
+        self._step_stage(1)
+
+    def action_previous_stage(self) -> None:
+        self._step_stage(-1)
+
+    def action_toggle_side(self) -> None:
+        if self._query is not None:
+            other = Perspective.RECEIVED if self._query.perspective == Perspective.SENT else Perspective.SENT
+            self._set_query(perspective=other)
+
+    def action_sort(self) -> None:
+        if self._query is not None:
+            keys = [k for k, _ in SORTS]
+            i = keys.index(self._query.sort) if self._query.sort in keys else -1
+            key = keys[(i + 1) % len(keys)]
+            self._set_query(sort=key, descending=key in ("last_change", "age"))
+
+    def action_reverse_sort(self) -> None:
+        if self._query is not None:
+            self._set_query(descending=not self._query.descending)
+
+    # -- actions ----------------------------------------------------------------------------------------------------
+
+    def action_link_action(self, name: str) -> None:
+        row = self.link_list.highlighted
+        if row is None:
+            self.notify("Select a link first.", severity="warning")
+            return
+        self.post_message(LinkActionRequested(rules.Action(name), row.key))

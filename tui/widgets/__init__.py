@@ -1,0 +1,1 @@
+"""Reusable widgets: the virtual link list, the clients tree, the status line."""

@@ -1,0 +1,246 @@
+"""The clients tree: the agency's users and the accounts each reaches; client customers and their accounts.
+
+Children are read from the cache only when a node is first expanded, one page at a time: a "… more" leaf at the end
+of a page loads the next one. Expanding a customer with 20,000 accounts therefore reads and draws 200 of them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Callable
+
+from rich.style import Style
+from rich.text import Text
+from textual import on
+from textual.binding import Binding
+from textual.widgets import Tree
+from textual.widgets.tree import TreeNode
+
+from linkdesk.core import rules
+from linkdesk.core.model import ClientLinkStatus, LinkKey, LinkType
+
+from .. import palette
+from ..text import bill_to_text, clean, days_left_text
+
+PAGE = 200
+
+
+@dataclass(frozen=True)
+class NodeRef:
+    """What a tree node stands for.
+
+    ``kind``: ``agency``, ``user``, ``clients`` (the folder of client customers), ``customer``, ``account`` or
+    ``more`` (loads the next page of ``list_kind`` under its parent). ``item`` is the cache row (TreeUser,
+    TreeCustomer, TreeAccount, Customer).
+    """
+
+    kind: str
+    id: int | None = None
+    item: Any = None
+    list_kind: str = ""
+    offset: int = 0
+
+    @property
+    def link_key(self) -> LinkKey | None:
+        """The account link shown on an account node (None when the account has no link with the agency)."""
+        if self.kind == "account" and self.item is not None and self.item.link_status is not None:
+            via = self.item.via_customer_id
+            if via is not None:
+                return LinkKey(self.item.account_id, via, LinkType.AccountLink)
+        return None
+
+
+class ClientsTree(Tree[NodeRef]):
+    """The hierarchy, read lazily from the cache. ``load`` (re)builds the top level."""
+
+    BINDINGS = [
+        Binding("k", "cursor_up", "Up", show=False, id="tree.up"),
+        Binding("j", "cursor_down", "Down", show=False, id="tree.down"),
+        Binding("l,right", "expand", "Expand", show=False, id="tree.expand"),
+        Binding("h,left", "collapse", "Collapse", show=False, id="tree.collapse"),
+    ]
+
+    def __init__(self, clock: Callable[[], datetime], *, id: str | None = None) -> None:
+        super().__init__(Text("linkdesk"), id=id)
+        self.show_root = False
+        self.guide_depth = 3
+        self.auto_expand = False
+        self._clock = clock
+        self._cache: Any = None
+        self._agency_id: int | None = None
+        self._loaded: set[int] = set()
+
+    # Client text must never be parsed as markup, even if a str slips through.
+    def process_label(self, label: str | Text) -> Text:
+        text = label if isinstance(label, Text) else Text(clean(label))
+        return text.split()[0] if "\n" in text.plain else text
+
+    # -- building -----------------------------------------------------------------------------------------------
+
+    def load(self, cache: Any, agency_customer_id: int | None) -> None:
+        """Show the hierarchy of ``agency_customer_id`` from ``cache``, keeping expanded customers and users open."""
+        was_open = self._open_refs()
+        self._cache = cache
+        self._agency_id = agency_customer_id
+        self._loaded.clear()
+        self.clear()
+        if cache is None or agency_customer_id is None:
+            return
+        agency = cache.customer(agency_customer_id)
+        users = cache.agency_users(agency_customer_id)
+        n_clients = cache.client_customers_count(agency_customer_id)
+        agency_node = self.root.add(self._agency_label(agency, agency_customer_id, len(users)),
+                                    NodeRef("agency", agency_customer_id, agency), expand=False)
+        clients_node = self.root.add(Text.assemble(("Client customers", "bold"), (f"  {n_clients:,}", "dim")),
+                                     NodeRef("clients", agency_customer_id), expand=False)
+        for node in (agency_node, clients_node):
+            if (node.data.kind, node.data.id) in was_open or not was_open:
+                node.expand()
+        self._reopen(was_open)
+
+    def _open_refs(self) -> set[tuple[str, int | None]]:
+        found: set[tuple[str, int | None]] = set()
+
+        def walk(node: TreeNode[NodeRef]) -> None:
+            for child in node.children:
+                if child.is_expanded and child.data is not None:
+                    found.add((child.data.kind, child.data.id))
+                    walk(child)
+
+        walk(self.root)
+        return found
+
+    def _reopen(self, refs: set[tuple[str, int | None]]) -> None:
+        for child in list(self.root.children):
+            for grandchild in list(child.children):
+                if grandchild.data is not None and (grandchild.data.kind, grandchild.data.id) in refs:
+                    grandchild.expand()
+
+    @on(Tree.NodeExpanded)
+    def _expanded(self, event: Tree.NodeExpanded[NodeRef]) -> None:
+        node = event.node
+        if node.id in self._loaded or node.data is None:
+            return
+        self._loaded.add(node.id)
+        kind = {"agency": "users", "user": "user_accounts", "clients": "customers",
+                "customer": "customer_accounts"}.get(node.data.kind)
+        if kind:
+            self._load_page(node, kind, 0)
+
+    @on(Tree.NodeSelected)
+    def _selected(self, event: Tree.NodeSelected[NodeRef]) -> None:
+        node = event.node
+        if node.data is not None and node.data.kind == "more":
+            event.stop()
+            parent = node.parent
+            ref = node.data
+            node.remove()
+            if parent is not None:
+                self._load_page(parent, ref.list_kind, ref.offset)
+        elif node.allow_expand:
+            node.toggle()
+
+    def _fetch(self, parent: TreeNode[NodeRef], list_kind: str, offset: int) -> tuple[list[Any], int]:
+        cache, ref = self._cache, parent.data
+        assert ref is not None
+        if list_kind == "users":
+            users = cache.agency_users(ref.id)
+            return users[offset:offset + PAGE], len(users)
+        if list_kind == "user_accounts":
+            return cache.user_accounts(ref.id, offset, PAGE), cache.user_accounts_count(ref.id)
+        if list_kind == "customers":
+            return cache.client_customers(ref.id, offset, PAGE), cache.client_customers_count(ref.id)
+        if list_kind == "customer_accounts":
+            return (cache.customer_accounts(ref.id, agency_customer_id=self._agency_id, offset=offset, limit=PAGE),
+                    cache.customer_accounts_count(ref.id, agency_customer_id=self._agency_id))
+        return [], 0
+
+    def _load_page(self, parent: TreeNode[NodeRef], list_kind: str, offset: int) -> None:
+        if self._cache is None:
+            return
+        items, total = self._fetch(parent, list_kind, offset)
+        now = self._clock()
+        for item in items:
+            if list_kind == "users":
+                parent.add(self._user_label(item), NodeRef("user", item.user_id, item),
+                           allow_expand=item.account_count > 0)
+            elif list_kind == "customers":
+                parent.add(self._customer_label(item), NodeRef("customer", item.customer_id, item))
+            else:
+                parent.add_leaf(self._account_label(item, now), NodeRef("account", item.account_id, item))
+        shown = offset + len(items)
+        if shown < total:
+            parent.add_leaf(Text(f"… {total - shown:,} more — enter shows {min(PAGE, total - shown):,} more",
+                                 style="italic dim"),
+                            NodeRef("more", parent.data.id if parent.data else None, list_kind=list_kind,
+                                    offset=shown))
+
+    # -- labels ---------------------------------------------------------------------------------------------------
+
+    def _styles(self):
+        return palette.styles(self.app)
+
+    def _agency_label(self, agency: Any, agency_id: int, users: int) -> Text:
+        name = clean(agency.name) if agency is not None and agency.name else f"Customer {agency_id}"
+        return Text.assemble((name, "bold"), ("  your agency · ", "dim"), (f"{users} users", "dim"))
+
+    def _user_label(self, user: Any) -> Text:
+        role = user.role.label if user.role is not None else "no role"
+        return Text.assemble(
+            clean(user.display_name or user.user_name, max_chars=80), " ",
+            (f" {role} ", self._styles()["badge"] + Style(reverse=True)),
+            (f"  {user.account_count:,} account{'s' if user.account_count != 1 else ''}", "dim"),
+        )
+
+    def _customer_label(self, customer: Any) -> Text:
+        name = clean(customer.name, max_chars=80) if customer.name else (
+            "Client not known yet" if customer.customer_id is None else f"Customer {customer.customer_id}")
+        out = Text.assemble(name)
+        if customer.number:
+            out.append(f"  {clean(customer.number, max_chars=20)}", style="dim")
+        out.append(f"  {customer.link_count:,} link{'s' if customer.link_count != 1 else ''}", style="dim")
+        if customer.customer_link_status is not None:
+            status = clean(customer.customer_link_status, max_chars=40)
+            out.append("  customer link ", style="dim")
+            out.append(status, style=self._styles()[palette.status_stage(customer.customer_link_status)])
+        return out
+
+    def _account_label(self, account: Any, now: datetime) -> Text:
+        styles = self._styles()
+        name = clean(account.name, max_chars=80) if account.name else f"Account {account.account_id}"
+        out = Text.assemble(name)
+        if account.number:
+            out.append(f"  {clean(account.number, max_chars=20)}", style="dim")
+        status = account.link_status
+        if status is None:
+            out.append("  not linked", style="dim")
+            return out
+        out.append("  ")
+        days = rules.days_left(account.invited_at, now) if status == ClientLinkStatus.LinkPending else None
+        klass = palette.status_stage(status)
+        if days is not None and days <= 7:
+            klass = "urgent" if days <= 3 else "needs_action"
+        out.append(clean(status, max_chars=40), style=styles[klass])
+        out.append(f"  bills {bill_to_text(account.is_bill_to_client)}", style="dim")
+        if days is not None:
+            out.append(f"  {days_left_text(days)} left" if days >= 0 else "  expired", style=styles[klass])
+        return out
+
+    # -- keys -----------------------------------------------------------------------------------------------------
+
+    def action_expand(self) -> None:
+        node = self.cursor_node
+        if node is not None and node.allow_expand and not node.is_expanded:
+            node.expand()
+        elif node is not None and node.children:
+            self.move_cursor(node.children[0])
+
+    def action_collapse(self) -> None:
+        node = self.cursor_node
+        if node is None:
+            return
+        if node.is_expanded:
+            node.collapse()
+        elif node.parent is not None and node.parent is not self.root:
+            self.move_cursor(node.parent)
