@@ -193,3 +193,63 @@ def test_check_invitation_by_number_finds_the_existing_link(world, cache):
     v = actions.check_invitation(cache, world.actor(ADMIN),
                                  ClientLink(client_entity_number="F2002", is_bill_to_client=True), world.clock())
     assert {x.code for x in v} == {rules.E_DUPLICATE}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# kill -9 right after the service applied a batch, before linkdesk heard back: nothing is sent twice after a restart
+# ---------------------------------------------------------------------------------------------------------------------
+
+_KILL_AFTER_SEND = r"""
+import json, os, signal, sys
+from linkdesk.core import api as api_mod
+from linkdesk.core.model import ClientLink
+from linkdesk.core.session import Session
+original = api_mod.CustomerManagementApi.add_client_links
+def send_then_die(self, links):
+    original(self, links)  # the service has applied the invitations ...
+    os.kill(os.getpid(), signal.SIGKILL)  # ... and linkdesk dies before recording the outcome
+api_mod.CustomerManagementApi.add_client_links = send_then_die
+s = Session.demo()
+s.invite([ClientLink(client_entity_id=int(a), is_bill_to_client=True) for a in sys.argv[1:]])
+"""
+
+
+@pytest.mark.slow
+def test_kill_9_after_sending_does_not_send_twice(tmp_path, monkeypatch):
+    import os
+    import subprocess
+    import sys
+
+    from linkdesk.core.session import Session
+
+    monkeypatch.setenv("LINKDESK_HOME", str(tmp_path))
+    s = Session.demo()
+    assert s.sync().ok
+    agency = s.identity().customer_id
+    rows = s.cache().inbox_page(customer_id=agency, limit=500, now=s.clock())
+    candidates = [r.key.client_entity_id for r in rows if r.key.type == LinkType.AccountLink and r.status in
+                  (S.LinkCanceled, S.LinkExpired) and r.key.managing_customer_id == agency]
+    assert candidates
+    s.close()
+
+    proc = subprocess.run([sys.executable, "-c", _KILL_AFTER_SEND, *map(str, candidates)],
+                          env=dict(os.environ), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -9, proc.stderr[-2000:]
+
+    s = Session.demo()
+    try:
+        assert set(actions.unanswered_intents(s.cache())) == {LinkKey(a, agency) for a in candidates}
+        sent = []
+        api = s.api()
+        original = api.add_client_links
+        monkeypatch.setattr(api, "add_client_links", lambda links: sent.append(links) or original(links))
+        results = s.invite([ClientLink(client_entity_id=a, is_bill_to_client=True) for a in candidates])
+        assert sent == []  # reconciled with the service first: every one is already pending
+        assert all(not r.ok and r.violations[0].code == rules.E_DUPLICATE for r in results)
+        assert actions.unanswered_intents(s.cache()) == []
+        for a in candidates:
+            assert s.cache().link(LinkKey(a, agency)).status == S.LinkPending
+            kinds = [(e.kind, e.source) for e in s.cache().timeline(LinkKey(a, agency))]
+            assert ("outcome", "reconcile") in kinds
+    finally:
+        s.close()
