@@ -1033,18 +1033,18 @@ def _sort_terms(sort: str, descending: bool) -> str:
     """ORDER BY terms; every sort ends with a unique tie-breaker so pages never overlap."""
     d = "DESC" if descending else "ASC"
     if sort == "client":
-        terms = [f"l.client_entity_name COLLATE NOCASE {d}", f"l.client_entity_id {d}", f"l.rowid {d}"]
+        terms = [f"l.client_entity_name COLLATE NOCASE {d}", f"l.client_entity_id {d}", f"l.id {d}"]
     elif sort == "status":
-        terms = [f"l.status {d}", f"l.invited_at {d}", f"l.rowid {d}"]
+        terms = [f"l.status {d}", f"l.invited_at {d}", f"l.id {d}"]
     elif sort == "age":
         # Ascending age = most recent invitation first; links never seen pending have no age: always last.
         inv = "DESC" if not descending else "ASC"
-        terms = [f"l.invited_at {inv} NULLS LAST", f"l.rowid {d}"]
+        terms = [f"l.invited_at {inv} NULLS LAST", f"l.id {d}"]
     elif sort == "days_left":
         # Only pending invitations have days left; fewest first when ascending; the rest last.
-        terms = [f"CASE WHEN l.status = {_lit(_PENDING)} THEN l.invited_at END {d} NULLS LAST", f"l.rowid {d}"]
+        terms = [f"CASE WHEN l.status = {_lit(_PENDING)} THEN l.invited_at END {d} NULLS LAST", f"l.id {d}"]
     elif sort == "last_change":
-        terms = [f"l.last_modified_date_time {d} NULLS LAST", f"l.rowid {d}"]
+        terms = [f"l.last_modified_date_time {d} NULLS LAST", f"l.id {d}"]
     else:
         raise ValueError(f"Unknown inbox sort {sort!r}; use one of: {', '.join(SORTS)}.")
     return ", ".join(terms)
@@ -1664,11 +1664,23 @@ class Cache:
         else:
             persp_sql = _lit(perspective.value)
             stage_expr = stage_sql(perspective, now)
-        sql = (
-            f"SELECT {_INBOX_COLS}, {persp_sql}, {stage_expr} FROM client_links l WHERE {where}"
-            f" ORDER BY {_sort_terms(sort, descending)} LIMIT ? OFFSET ?"
-        )
-        rows = self._conn.execute(sql, [*params, int(limit), int(offset)]).fetchall()
+        # Deferred join: page through ids on the covering sort index (skipping `offset` rows costs index entries,
+        # not row reads), then read the page's rows by id.
+        ids = [r[0] for r in self._conn.execute(
+            f"SELECT l.id FROM client_links l WHERE {where} ORDER BY {_sort_terms(sort, descending)} LIMIT ? OFFSET ?",
+            [*params, int(limit), int(offset)],
+        )]
+        by_id: dict[int, tuple] = {}
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            for r in self._conn.execute(
+                f"SELECT {_INBOX_COLS}, {persp_sql}, {stage_expr}, l.id FROM client_links l"
+                f" WHERE l.id IN ({', '.join('?' * len(chunk))})",
+                chunk,
+            ):
+                by_id[r[14]] = r
+        # A link removed by another process between the two reads simply drops out of this page.
+        rows = [by_id[i] for i in ids if i in by_id]
         persp_by_value = {p.value: p for p in Perspective}
         out = []
         for r in rows:
@@ -1845,20 +1857,24 @@ class Cache:
     def user_accounts(self, user_id: int, offset: int = 0, limit: int = 100) -> list[TreeAccount]:
         """A page of the accounts a user reaches (by name), each with its link to the customer it is reached
         through. An account reachable through two customers appears once per customer."""
-        rows = self._conn.execute(
-            f"""SELECT ua.account_id, COALESCE(a.name, l.client_entity_name), COALESCE(a.number, l.client_entity_number),
-                       COALESCE(a.parent_customer_id, l.client_customer_id), ua.via_customer_id,
-                       l.status, l.is_bill_to_client, l.invited_at
-                FROM user_accounts ua
-                LEFT JOIN accounts a ON a.id = ua.account_id
-                LEFT JOIN client_links l ON l.client_entity_id = ua.account_id
-                     AND l.managing_customer_id = ua.via_customer_id AND l.type = {_lit(LinkType.AccountLink.value)}
-                WHERE ua.user_id = ?
-                ORDER BY ua.account_name COLLATE NOCASE, ua.account_id, ua.via_customer_id
-                LIMIT ? OFFSET ?""",
+        page = self._conn.execute(
+            """SELECT account_id, via_customer_id FROM user_accounts WHERE user_id = ?
+               ORDER BY account_name COLLATE NOCASE, account_id, via_customer_id LIMIT ? OFFSET ?""",
             (int(user_id), int(limit), int(offset)),
         ).fetchall()
-        return [_tree_account(r) for r in rows]
+        out = []
+        for account_id, via in page:  # deferred join: the page's details only
+            r = self._conn.execute(
+                f"""SELECT ?, COALESCE(a.name, l.client_entity_name), COALESCE(a.number, l.client_entity_number),
+                           COALESCE(a.parent_customer_id, l.client_customer_id), ?,
+                           l.status, l.is_bill_to_client, l.invited_at
+                    FROM (SELECT 1) LEFT JOIN accounts a ON a.id = ?
+                    LEFT JOIN client_links l ON l.client_entity_id = ? AND l.managing_customer_id = ?
+                         AND l.type = {_lit(LinkType.AccountLink.value)}""",
+                (account_id, via, account_id, account_id, via),
+            ).fetchone()
+            out.append(_tree_account(r))
+        return out
 
     @_guard
     def client_customers_count(self, agency_customer_id: int) -> int:
@@ -1873,8 +1889,10 @@ class Cache:
         rows = self._conn.execute(
             """SELECT customer_id, CASE WHEN customer_id IS NULL THEN NULL ELSE name END, number, link_count,
                       customer_link_status
-               FROM agency_clients WHERE agency_customer_id = ?
-               ORDER BY grp, name COLLATE NOCASE, customer_id LIMIT ? OFFSET ?""",
+               FROM agency_clients WHERE rowid IN (
+                   SELECT rowid FROM agency_clients WHERE agency_customer_id = ?
+                   ORDER BY grp, name COLLATE NOCASE, customer_id LIMIT ? OFFSET ?)
+               ORDER BY grp, name COLLATE NOCASE, customer_id""",
             (int(agency_customer_id), int(limit), int(offset)),
         ).fetchall()
         return [TreeCustomer(r[0], r[1], r[2], r[3], _status(r[4])) for r in rows]
@@ -2237,7 +2255,8 @@ class SnapshotWriter:
         self._close()
         # Fresh statistics let the planner pick the right inbox index (bounded cost: sampled).
         try:
-            conn.execute("PRAGMA analysis_limit=2000")
+            # Exact statistics (sampled ones misjudge a table where every row has the same managing customer).
+            conn.execute("PRAGMA analysis_limit=0")
             conn.execute("ANALYZE main")
         except sqlite3.OperationalError:
             pass  # another writer holds the lock: statistics are an optimisation, the sync itself is committed
