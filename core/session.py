@@ -14,6 +14,7 @@ the constructors, which raise :class:`SessionError` (or :class:`NotSignedIn`) wi
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from dataclasses import dataclass
@@ -113,6 +114,12 @@ class Session:
         Super Admin. ``fresh`` resets the simulator's world and the demo cache. ``clock`` freezes time (tests,
         screenshots); by default the simulator's virtual clock is the session's clock."""
         from .simulator.app import Simulator  # imports the simulator only now
+
+        # The in-process simulator logs its internal errors with tracebacks; they belong in a log a developer
+        # configures (LINKDESK_DEBUG), never on the user's terminal (Python's last-resort handler would print them).
+        sim_log = logging.getLogger("linkdesk.core.simulator")
+        if not any(isinstance(h, logging.NullHandler) for h in sim_log.handlers):
+            sim_log.addHandler(logging.NullHandler())
 
         home = Path(home) if home is not None else None
         pdir = _profile_dir(home, paths.DEMO_PROFILE)
