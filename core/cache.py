@@ -31,6 +31,7 @@ import sqlite3
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from enum import Enum
 from functools import lru_cache
 from itertools import islice
 from pathlib import Path
@@ -156,9 +157,9 @@ def _translate(exc: sqlite3.Error, path: Path | None) -> CacheError | None:
         return CacheCorrupt(path or "?", text)
     if name in _BUSY_CODES or "database is locked" in text:
         return CacheBusy(path)
-    base = name.split("_")[0] + "_" + name.split("_")[1] if name.count("_") >= 1 else name
-    if name in _UNAVAILABLE_REASONS or base in _UNAVAILABLE_REASONS:
-        return CacheUnavailable(path, _UNAVAILABLE_REASONS.get(name) or _UNAVAILABLE_REASONS[base])
+    primary = "_".join(name.split("_")[:2])  # SQLITE_READONLY_DBMOVED -> SQLITE_READONLY
+    if primary in _UNAVAILABLE_REASONS:
+        return CacheUnavailable(path, _UNAVAILABLE_REASONS[primary])
     if name.startswith("SQLITE_IOERR"):
         return CacheUnavailable(path, f"a disk input/output error occurred ({text})")
     return None
@@ -221,11 +222,12 @@ def _status(value: str | None) -> ClientLinkStatus | str | None:
 
 
 def _ltype(value: str) -> LinkType:
-    return _TYPE_BY_VALUE.get(value) or LinkType(value)
+    # A type this version does not know is kept as its string rather than making the whole cache unreadable.
+    return _TYPE_BY_VALUE.get(value, value)  # type: ignore[return-value]
 
 
 def _enum_value(v: Any) -> Any:
-    return v.value if hasattr(v, "value") and not isinstance(v, (int, str)) else v
+    return v.value if isinstance(v, Enum) else v
 
 
 def _kind_of(annotation: str) -> str:
@@ -278,14 +280,16 @@ def _link_values(link: ClientLink) -> list[Any]:
     """One ClientLink as column values in LINK_COLUMNS order, then derived_invited_at and search_text."""
     if link.client_entity_id is None or link.managing_customer_id is None:
         raise ValueError(
-            f"Cannot store a client link without ClientEntityId and ManagingCustomerId (got {link!r})."
+            "Cannot store a client link without ClientEntityId and ManagingCustomerId (got client entity "
+            f"{link.client_entity_id or link.client_entity_number!r}, managing customer "
+            f"{link.managing_customer_id or link.managing_customer_number!r})."
         )
     out: list[Any] = []
     for attr in LINK_COLUMNS:
         v = getattr(link, attr)
         kind = _LINK_KINDS[attr]
         if attr == "type":
-            v = link.link_type.value
+            v = _enum_value(link.link_type)
         elif v is None:
             pass
         elif kind == "dt":
@@ -1288,8 +1292,14 @@ class Cache:
         def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
             conn = self.cache._conn
             if exc_type is None:
-                conn.execute("COMMIT")
-            elif conn.in_transaction:
+                try:
+                    conn.execute("COMMIT")
+                    return
+                except BaseException:
+                    if conn.in_transaction:  # e.g. the disk filled up at commit: never leave it half-open
+                        conn.execute("ROLLBACK")
+                    raise
+            if conn.in_transaction:
                 conn.execute("ROLLBACK")
 
     def _write(self) -> "Cache._WriteTx":
@@ -1503,7 +1513,7 @@ class Cache:
                 """INSERT INTO link_events (client_entity_id, managing_customer_id, type, at, kind, from_status,
                                             to_status, source, actor_user_id, detail)
                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-                (int(key.client_entity_id), int(key.managing_customer_id), LinkType(key.type).value, _to_us(at), kind,
+                (int(key.client_entity_id), int(key.managing_customer_id), _enum_value(key.type), _to_us(at), kind,
                  _enum_value(from_status), _enum_value(to_status), source, actor_user_id, detail),
             )
             row = conn.execute(f"{_EVENT_SELECT} WHERE id = ?", (cur.lastrowid,)).fetchone()
@@ -1524,7 +1534,7 @@ class Cache:
         row = self._conn.execute(
             f"SELECT {cols}, first_seen_at, invited_at, client_customer_id FROM client_links"
             " WHERE client_entity_id = ? AND managing_customer_id = ? AND type = ?",
-            (int(key.client_entity_id), int(key.managing_customer_id), LinkType(key.type).value),
+            (int(key.client_entity_id), int(key.managing_customer_id), _enum_value(key.type)),
         ).fetchone()
         if row is None:
             return None
@@ -1552,7 +1562,7 @@ class Cache:
         """Every event of one link, oldest first."""
         rows = self._conn.execute(
             f"{_EVENT_SELECT} WHERE client_entity_id = ? AND managing_customer_id = ? AND type = ? ORDER BY id",
-            (int(key.client_entity_id), int(key.managing_customer_id), LinkType(key.type).value),
+            (int(key.client_entity_id), int(key.managing_customer_id), _enum_value(key.type)),
         ).fetchall()
         return [_event(r) for r in rows]
 

@@ -489,6 +489,21 @@ def test_unusable_location_is_reported_as_unavailable(tmp_path):
     assert "cannot use the cache" in str(exc.value)
 
 
+def test_a_full_disk_is_reported_and_the_cache_stays_readable(cache):
+    sync(cache, T0, [link(1, S.LinkPending)])
+    pages = cache._conn.execute("PRAGMA page_count").fetchone()[0]
+    cache._conn.execute(f"PRAGMA max_page_count = {pages + 2}")  # as if the disk were full
+    snap = cache.begin_snapshot(T0)
+    snap.add_links(link(i, S.Active, note="x" * 500) for i in range(2000))  # staging is not in the cache file
+    with pytest.raises(CacheUnavailable, match="the disk is full"):
+        snap.commit(T0)
+    assert statuses(cache) == {LinkKey(1, AGENCY): S.LinkPending}
+    cache._conn.execute("PRAGMA max_page_count = 1073741823")  # space again
+    assert snap.abort("The disk was full.", T0).outcome == "failed"  # the writer can still record the failure
+    sync(cache, T0, [link(1, S.Active)])
+    assert statuses(cache) == {LinkKey(1, AGENCY): S.Active} and cache.integrity_problems() == []
+
+
 # ------------------------------------------------------------------------------------------------ two writers
 
 
