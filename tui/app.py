@@ -27,7 +27,7 @@ from linkdesk.core.model import Actor, ClientLink, LinkKey, Perspective, Role
 from .commands import LinkdeskCommands, PaletteCommand
 from .messages import InviteRequested, LinkActionRequested, OpenLink
 from .source import link_context
-from .text import billing_consequence, clean, join
+from .text import action_billing, clean, join
 from .widgets.status_line import StatusInfo
 
 if TYPE_CHECKING:  # the real modules are imported lazily, off the first-frame path
@@ -501,10 +501,10 @@ class LinkdeskApp(App[int]):
                         title=f"Cannot {action.label.lower()}", severity="warning")
             return
         consequence = rules.ACTION_CONSEQUENCES[action]
-        if action in (rules.Action.ACCEPT, rules.Action.UNLINK, rules.Action.REINVITE) \
-                and ctx.link.is_bill_to_client is not None:
-            consequence += " " + billing_consequence(ctx.link.is_bill_to_client,
-                                                     agency=clean(ctx.link.managing_customer_name) or "the agency")
+        billing = action_billing(action.value, ctx.link.is_bill_to_client,
+                                 agency=clean(ctx.link.managing_customer_name) or "the agency")
+        if billing:
+            consequence += " " + billing
         subject = join((rules.entity_label(ctx.link), "bold"), "\n", ("", ""),
                        f"{ctx.link.status} · {ctx.client_customer_name or ''}".rstrip(" ·"))
         self.push_screen(

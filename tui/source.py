@@ -83,7 +83,9 @@ class InboxSource:
         stored = self._cache.stored_link(row.key)
         cid = stored.client_customer_id if stored is not None else None
         if cid is None:
-            return None
+            # The account is not visible to the agency yet (pending): the link still names its customer's number.
+            number = stored.link.client_entity_customer_number if stored is not None else None
+            return f"customer {number}" if number else None
         if cid not in self._names:
             customer = self._cache.customer(cid)
             self._names[cid] = customer.name if customer is not None else None

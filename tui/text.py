@@ -163,3 +163,36 @@ def billing_consequence(is_bill_to_client: bool | None, client: str = "the clien
                 f"{agency} only manages the campaigns.")
     return (f"{agency[:1].upper()}{agency[1:]} takes over billing: from the day the link becomes Active it pays for "
             f"the account's ads, including charges already pending then.")
+
+
+def action_billing(action: str, is_bill_to_client: bool | None, agency: str = "the agency") -> str:
+    """What an action on an existing account link means for billing, in a sentence ('' when nothing changes).
+
+    ``action`` is a ``rules.Action`` value: ``accept`` (said to the client), ``unlink``, ``reinvite``.
+    """
+    if is_bill_to_client is None:
+        return ""
+    if action == "accept":
+        if is_bill_to_client:
+            return f"You keep paying for the account's ads; {agency} manages its campaigns."
+        return (f"{agency[:1].upper()}{agency[1:]} takes over billing when the link becomes Active, including "
+                "charges already pending then.")
+    if action == "unlink":
+        if is_bill_to_client:
+            return "The client already pays for this account; billing does not change."
+        return ("Your agency pays for this account today; after the unlink the client pays again, and a postpay or "
+                "monthly-invoice account can be paused for up to 3 hours while billing moves back.")
+    if action == "reinvite":
+        return billing_consequence(is_bill_to_client)
+    return ""
+
+
+def link_billing(is_bill_to_client: bool | None, in_force: bool, agency: str = "the agency") -> str:
+    """Who pays under an existing link: as it stands (``in_force``) or as it will be once the link is Active."""
+    if is_bill_to_client is None:
+        return "Customer-level link: each account keeps its own billing."
+    if not in_force:
+        return billing_consequence(is_bill_to_client, agency=agency)
+    if is_bill_to_client:
+        return f"The client pays for the account's ads; {agency} manages the campaigns."
+    return f"{agency[:1].upper()}{agency[1:]} pays for the account's ads (it took over billing)."

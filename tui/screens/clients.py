@@ -17,7 +17,7 @@ from linkdesk.core.model import Actor, ClientLink, ClientLinkStatus, LinkKey, Li
 
 from .. import palette
 from ..messages import InviteRequested, LinkActionRequested, OpenLink
-from ..text import bill_to_text, billing_consequence, clean, date, days_left_text, join
+from ..text import bill_to_text, clean, date, days_left_text, join, link_billing
 from ..widgets.clients_tree import ClientsTree, NodeRef
 from .inbox import ACTION_BINDINGS
 
@@ -27,6 +27,8 @@ class ClientsView(Horizontal):
 
     BINDINGS = [
         Binding("n", "invite", "Invite", id="clients.invite", tooltip="Invite the selected account (or any)"),
+        Binding("d", "open_link", "Link detail", id="clients.open_link",
+                tooltip="Open the link of the selected account or customer"),
         *ACTION_BINDINGS,
     ]
 
@@ -88,14 +90,21 @@ class ClientsView(Horizontal):
 
     @on(Tree.NodeSelected, "#clients-tree")
     def _chosen(self, event: Tree.NodeSelected[NodeRef]) -> None:
+        """Enter on an account opens its link (or the form to invite it); on other nodes it opens or closes them."""
         ref = event.node.data
-        if ref is None or ref.kind not in ("account", "customer"):
+        if ref is None or ref.kind != "account":
             return
-        key = self._link_key(ref)
-        if key is not None:
-            self.post_message(OpenLink(key))
-        elif ref.kind == "account":
+        if self._link_key(ref) is not None:
+            self.action_open_link()
+        else:
             self.action_invite()
+
+    def action_open_link(self) -> None:
+        key = self._link_key(self.selected)
+        if key is None:
+            self.notify("The selected node has no link with your agency.", severity="warning")
+            return
+        self.post_message(OpenLink(key))
 
     def action_invite(self) -> None:
         ref = self.selected
@@ -169,7 +178,7 @@ class ClientsView(Horizontal):
             if item.customer_link_status is not None:
                 field("Customer link", Text(clean(item.customer_link_status),
                                             style=styles[palette.status_stage(item.customer_link_status)]))
-                out.append("\nEnter opens the customer-level link.", style="italic")
+                out.append("\nd opens the customer-level link.", style="italic")
         elif ref.kind == "account":
             item = ref.item
             out.append(clean(item.name) if item.name else f"Account {item.account_id}", style="bold")
@@ -192,7 +201,9 @@ class ClientsView(Horizontal):
                     field("Invited", date(item.invited_at))
                     field("Days left", days_left_text(rules.days_left(item.invited_at, now)) or "—")
                 out.append("\n")
-                out.append(billing_consequence(item.is_bill_to_client), style="italic")
+                agency = clean(self._actor.customer_name) if self._actor and self._actor.customer_name else "your agency"
+                out.append(link_billing(item.is_bill_to_client, status in rules.ACTIVE_LIKE, agency=agency),
+                           style="italic")
                 out.append("\n\nEnter opens the link's details, timeline and actions.", style="italic")
         elif ref.kind == "more":
             out.append("Enter shows the next page.", style="italic")

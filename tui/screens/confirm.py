@@ -37,8 +37,8 @@ class ConfirmationModal(ModalScreen[bool]):
             yield Static(Text(self._consequence), id="confirm-consequence")
             with Horizontal(classes="dialog-buttons"):
                 yield Button(f"{self._confirm_label} (y)", id="confirm-yes",
-                             variant="error" if self._danger else "primary")
-                yield Button("No (n)", id="confirm-no")
+                             variant="error" if self._danger else "primary", compact=True)
+                yield Button("No (n)", id="confirm-no", compact=True)
 
     def on_mount(self) -> None:
         self.query_one("#confirm-no", Button).focus()

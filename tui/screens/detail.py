@@ -16,12 +16,12 @@ from textual.screen import Screen
 from textual.widgets import Footer, Static
 
 from linkdesk.core import rules
-from linkdesk.core.model import CLIENT_LINK_WIRE, Actor, ClientLink, LinkKey, Party, Role
+from linkdesk.core.model import CLIENT_LINK_WIRE, Actor, ClientLink, LinkKey, LinkType, Party, Role
 
 from .. import palette
 from ..messages import LinkActionRequested
 from ..source import LinkContext, link_context
-from ..text import billing_consequence, clean, days_left_text, join, when
+from ..text import clean, days_left_text, join, link_billing, when
 from ..widgets.status_line import StatusLine
 from .inbox import ACTION_BINDINGS, ACTION_KEYS
 
@@ -134,10 +134,10 @@ class LinkDetailScreen(Screen[None]):
         if ctx.waiting:
             out.append("\nWhy it waits: ", style="bold")
             out.append(ctx.waiting)
-        if link.is_bill_to_client is not None:
+        if link.link_type == LinkType.AccountLink:
             out.append("\nWho pays: ", style="bold")
-            out.append(billing_consequence(link.is_bill_to_client,
-                                           agency=clean(link.managing_customer_name) or "the agency"))
+            out.append(link_billing(link.is_bill_to_client, link.status in rules.ACTIVE_LIKE,
+                                    agency=clean(link.managing_customer_name) or "the agency"))
         self.query_one("#detail-title", Static).update(out)
 
     def _show_actions(self, ctx: LinkContext, now: datetime) -> None:
@@ -199,7 +199,7 @@ class LinkDetailScreen(Screen[None]):
             if e.actor_user_id:
                 source += f", user {e.actor_user_id}"
             what.append(f"  ({source})", style="dim")
-            if e.detail:
+            if e.detail and not (e.kind == "change" and e.detail.strip().lower() == "first seen"):
                 what.append("  ")
                 what.append(clean(e.detail, max_chars=400), style="italic")
             table.add_row(Text(when(e.at)), Text(e.kind), what)

@@ -28,7 +28,7 @@ class ErrorModal(ModalScreen[None]):
             if self._detail:
                 yield Static(Text(self._detail), id="error-detail")
             with Horizontal(classes="dialog-buttons"):
-                yield Button("OK", id="error-ok", variant="primary")
+                yield Button("OK", id="error-ok", variant="primary", compact=True)
 
     def on_mount(self) -> None:
         self.query_one("#error-ok", Button).focus()

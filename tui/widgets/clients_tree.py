@@ -70,6 +70,9 @@ class ClientsTree(Tree[NodeRef]):
         self._cache: Any = None
         self._agency_id: int | None = None
         self._loaded: set[int] = set()
+        #: After a reload: nodes to open again, and the node the cursor was on, as they load.
+        self._reopen_refs: set[tuple[str, int | None]] = set()
+        self._cursor_ref: tuple[str, int | None] | None = None
 
     # Client text must never be parsed as markup, even if a str slips through.
     def process_label(self, label: str | Text) -> Text:
@@ -79,8 +82,12 @@ class ClientsTree(Tree[NodeRef]):
     # -- building -----------------------------------------------------------------------------------------------
 
     def load(self, cache: Any, agency_customer_id: int | None) -> None:
-        """Show the hierarchy of ``agency_customer_id`` from ``cache``, keeping expanded customers and users open."""
-        was_open = self._open_refs()
+        """Show the hierarchy of ``agency_customer_id`` from ``cache``; after a reload, nodes that were open open
+        again and the cursor goes back to the node it was on, as their pages load."""
+        first = not self.root.children
+        self._reopen_refs = self._open_refs()
+        cursor = self.cursor_node
+        self._cursor_ref = (cursor.data.kind, cursor.data.id) if cursor is not None and cursor.data else None
         self._cache = cache
         self._agency_id = agency_customer_id
         self._loaded.clear()
@@ -90,14 +97,23 @@ class ClientsTree(Tree[NodeRef]):
         agency = cache.customer(agency_customer_id)
         users = cache.agency_users(agency_customer_id)
         n_clients = cache.client_customers_count(agency_customer_id)
-        agency_node = self.root.add(self._agency_label(agency, agency_customer_id, len(users)),
-                                    NodeRef("agency", agency_customer_id, agency), expand=False)
-        clients_node = self.root.add(Text.assemble(("Client customers", "bold"), (f"  {n_clients:,}", "dim")),
-                                     NodeRef("clients", agency_customer_id), expand=False)
-        for node in (agency_node, clients_node):
-            if (node.data.kind, node.data.id) in was_open or not was_open:
+        self._add(self.root, self._agency_label(agency, agency_customer_id, len(users)),
+                  NodeRef("agency", agency_customer_id, agency), expand_default=first)
+        self._add(self.root, Text.assemble(("Client customers", "bold"), (f"  {n_clients:,}", "dim")),
+                  NodeRef("clients", agency_customer_id), expand_default=first)
+
+    def _add(self, parent: TreeNode[NodeRef], label: Text, ref: NodeRef, *, leaf: bool = False,
+             allow_expand: bool = True, expand_default: bool = False) -> TreeNode[NodeRef]:
+        if leaf:
+            node = parent.add_leaf(label, ref)
+        else:
+            node = parent.add(label, ref, allow_expand=allow_expand)
+            if expand_default or (ref.kind, ref.id) in self._reopen_refs:
                 node.expand()
-        self._reopen(was_open)
+        if self._cursor_ref is not None and (ref.kind, ref.id) == self._cursor_ref:
+            self._cursor_ref = None
+            self.call_after_refresh(self.move_cursor, node, animate=False)
+        return node
 
     def _open_refs(self) -> set[tuple[str, int | None]]:
         found: set[tuple[str, int | None]] = set()
@@ -110,12 +126,6 @@ class ClientsTree(Tree[NodeRef]):
 
         walk(self.root)
         return found
-
-    def _reopen(self, refs: set[tuple[str, int | None]]) -> None:
-        for child in list(self.root.children):
-            for grandchild in list(child.children):
-                if grandchild.data is not None and (grandchild.data.kind, grandchild.data.id) in refs:
-                    grandchild.expand()
 
     @on(Tree.NodeExpanded)
     def _expanded(self, event: Tree.NodeExpanded[NodeRef]) -> None:
@@ -163,12 +173,13 @@ class ClientsTree(Tree[NodeRef]):
         now = self._clock()
         for item in items:
             if list_kind == "users":
-                parent.add(self._user_label(item), NodeRef("user", item.user_id, item),
-                           allow_expand=item.account_count > 0)
+                self._add(parent, self._user_label(item), NodeRef("user", item.user_id, item),
+                          allow_expand=item.account_count > 0)
             elif list_kind == "customers":
-                parent.add(self._customer_label(item), NodeRef("customer", item.customer_id, item))
+                self._add(parent, self._customer_label(item), NodeRef("customer", item.customer_id, item))
             else:
-                parent.add_leaf(self._account_label(item, now), NodeRef("account", item.account_id, item))
+                self._add(parent, self._account_label(item, now), NodeRef("account", item.account_id, item),
+                          leaf=True)
         shown = offset + len(items)
         if shown < total:
             parent.add_leaf(Text(f"… {total - shown:,} more — enter shows {min(PAGE, total - shown):,} more",
