@@ -289,9 +289,26 @@ def _with_sigint_cancel(fn: Callable[[Any], Any]) -> Any:
             signal.signal(signal.SIGINT, previous)
 
 
+def _move_aside_if_damaged(profile: str) -> None:
+    """A damaged cache is moved aside (never deleted) so that this sync can rebuild it; say where it went."""
+    from . import paths
+    from .cache import Cache, CacheCorrupt
+
+    path = paths.home() / paths.validate_profile(profile) / "cache.sqlite"
+    if not path.exists():
+        return
+    try:
+        Cache.open(path).close()
+    except CacheCorrupt as exc:
+        moved = Cache.move_aside(path)
+        _err(f"{exc.reason[:1].upper()}{exc.reason[1:]}: the cache was damaged. It was moved to {moved} (nothing was "
+             "deleted) and this sync rebuilds it.")
+
+
 def cmd_sync(args: argparse.Namespace) -> int:
     from . import paths
 
+    _move_aside_if_damaged(_profile_of(args))
     session = _open_session(args)
     try:
         printer = _ProgressPrinter(sys.stderr)

@@ -330,7 +330,13 @@ class Session:
             self._note_error(err)
             return SyncResult(False, False, self._link_count(), 0,
                               f"{err.user_message} The cache still holds the previous sync.", err)
-        result = sync_mod.full_sync(self.cache(), views, clock=self.clock, progress=progress, cancel=cancel)
+        from .cache import CacheError
+
+        try:
+            cache = self.cache()
+        except CacheError as exc:
+            return SyncResult(False, False, 0, 0, str(exc))
+        result = sync_mod.full_sync(cache, views, clock=self.clock, progress=progress, cancel=cancel)
         if result.ok:
             self._online = True
         elif result.error is not None:

@@ -129,6 +129,7 @@ def full_sync(
     the snapshot is stamped with.
     """
     from .api import ApiError, Cancelled
+    from .cache import CacheError
 
     if not isinstance(views, (list, tuple)):
         views = [View(views, True)]
@@ -152,6 +153,13 @@ def full_sync(
             writer.abort(err.user_message, clock())
         return SyncResult(False, False, _cached_links(cache), 0,
                           f"{err.user_message} The cache still holds the previous sync.", err)
+    except CacheError as exc:  # busy, disk full, damaged: the cache's own sentence says what to do
+        if writer is not None:
+            try:
+                writer.abort(str(exc)[:200], clock())
+            except Exception:
+                pass
+        return SyncResult(False, False, _cached_links(cache), 0, str(exc))
     except BaseException as exc:
         log.debug("sync failed unexpectedly", exc_info=True)
         if writer is not None:

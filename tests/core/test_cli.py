@@ -428,3 +428,32 @@ def test_auth_login_with_a_bad_redirect_is_a_sentence(capsys, monkeypatch):
     code, out, err = run(capsys, "auth", "login", "--developer-token", "dev", "--client-id", "cid")
     assert code == 1 and "User cancelled" in err and "Traceback" not in err
     assert "login.microsoftonline.com" in out  # the consent address was shown
+
+
+def test_sync_moves_a_damaged_cache_aside_and_rebuilds_it(capsys, home):
+    cache_file = paths.cache_path("demo")
+    for suffix in ("-wal", "-shm"):
+        p = cache_file.with_name(cache_file.name + suffix)
+        if p.exists():
+            p.unlink()
+    cache_file.write_bytes(b"this is not a database" * 10)
+    code, out, err = run(capsys, "links", "--demo")
+    assert code == 1 and "damaged" in err and "Traceback" not in err
+    code, out, err = run(capsys, "sync", "--demo")
+    assert code == 0 and "Synced" in out
+    assert "moved to" in err and "nothing was deleted" in err
+    moved = [p for p in cache_file.parent.iterdir() if ".broken-" in p.name]
+    assert moved and moved[0].read_bytes().startswith(b"this is not a database")
+    assert run(capsys, "links", "--demo")[0] == 0
+
+
+def test_a_busy_cache_is_a_sentence(capsys, home, monkeypatch):
+    from linkdesk.core import cache as cache_mod
+
+    def busy(self, now):
+        raise cache_mod.CacheBusy(self.path)
+
+    monkeypatch.setattr(cache_mod.Cache, "begin_snapshot", busy)
+    code, out, err = run(capsys, "sync", "--demo")
+    assert code == 1 and "Another linkdesk process kept the cache" in out and "try again." in out
+    assert "Traceback" not in out + err and "database is locked" not in out + err
