@@ -73,6 +73,7 @@ UNLINK_BILLING_DELAY = timedelta(minutes=20)  # UnlinkInProgress -> Inactive | U
 #: Statuses in which the managing customer reaches the client entity: the relationship is in force until Inactive
 #: (during an unlink the agency still manages the account). Derived from the rules' sets; see the report.
 REACHABLE: frozenset[S] = frozenset(rules.MANAGED - {S.LinkAccepted, S.LinkInProgress})
+_REACHABLE_VALUES = tuple(sorted(s.value for s in REACHABLE))
 
 _SEARCH_FIELDS: dict[str, frozenset[str]] = {
     "ClientAccountId": frozenset({"Equals", "In"}),
@@ -227,6 +228,8 @@ class CustomerManagementService:
         self.options = options or ServiceOptions()
         self._calls: dict[int, deque[float]] = {}
         self._calls_lock = threading.Lock()
+        self._access_cache: dict[tuple[Any, ...], list[CustomerAccess]] = {}
+        self._access_lock = threading.Lock()
         self._ops: dict[str, Callable[[Caller, dict[str, Any], datetime], dict[str, Any]]] = {
             name: getattr(self, f"_op_{name}") for name in SIMULATED_OPERATIONS
         }
@@ -295,10 +298,23 @@ class CustomerManagementService:
 
     # -- access -----------------------------------------------------------------------------------------------------
 
-    @staticmethod
-    def accesses(tx: Tx, user: UserRow) -> list[CustomerAccess]:
+    def accesses(self, tx: Tx, user: UserRow) -> list[CustomerAccess]:
         """The customers a user reaches: its roles, and customers linked in force to a customer where it has
-        customer-level access (with the link's permission)."""
+        customer-level access (with the link's permission). Cached per data version (any link change moves it)."""
+        key = (user.id, tx.meta("ts_counter", "0"), tx.meta("seeded_at", ""))
+        with self._access_lock:
+            cached = self._access_cache.get(key)
+        if cached is not None:
+            return cached
+        out = self._compute_accesses(tx, user)
+        with self._access_lock:
+            if len(self._access_cache) >= 256:
+                self._access_cache.clear()
+            self._access_cache[key] = out
+        return out
+
+    @staticmethod
+    def _compute_accesses(tx: Tx, user: UserRow) -> list[CustomerAccess]:
         out: list[CustomerAccess] = []
         seen: set[int] = set()
         for r in tx.roles(user.id):
@@ -307,7 +323,10 @@ class CustomerManagementService:
         for r in tx.roles(user.id):
             if not r.all_accounts:
                 continue
-            for entity_id, _mgr, _cc, _bill, perm in tx.links_with_status(r.customer_id, _values(REACHABLE),
+            linked = tx.managed_entity_ids(r.customer_id, LinkType.CustomerLink.value, _REACHABLE_VALUES)
+            if not linked:
+                continue
+            for entity_id, _mgr, _cc, _bill, perm in tx.links_with_status(r.customer_id, _REACHABLE_VALUES,
                                                                         LinkType.CustomerLink.value):
                 if entity_id not in seen:
                     seen.add(entity_id)
@@ -315,19 +334,25 @@ class CustomerManagementService:
         return out
 
     @staticmethod
-    def linked_accounts(tx: Tx, customer_id: int) -> list[int]:
-        """Accounts a customer manages through account links in force."""
-        return [r[0] for r in tx.links_with_status(customer_id, _values(REACHABLE), LinkType.AccountLink.value)]
+    def linked_accounts(tx: Tx, customer_id: int, among: Iterable[int] | None = None) -> list[int]:
+        """Accounts a customer manages through account links in force (optionally only ``among`` these)."""
+        return tx.managed_entity_ids(customer_id, LinkType.AccountLink.value, _REACHABLE_VALUES, among)
 
     def reach(self, tx: Tx, access: CustomerAccess) -> tuple[list[int], list[int]]:
         """(owned, linked) account ids a user reaches at one customer."""
-        owned = [a.id for a in tx.accounts_of_customer(access.customer_id)]
-        linked = self.linked_accounts(tx, access.customer_id)
-        if not access.all_accounts:
-            allowed = set(access.explicit)
-            owned = [a for a in owned if a in allowed]
-            linked = [a for a in linked if a in allowed]
-        return owned, linked
+        among = None if access.all_accounts else access.explicit
+        return tx.owned_account_ids(access.customer_id, among), self.linked_accounts(tx, access.customer_id, among)
+
+    def can_reach(self, tx: Tx, user: UserRow, account: AccountRow) -> bool:
+        """Whether the user reaches one account (without computing everything it reaches)."""
+        for access in self.accesses(tx, user):
+            if not access.all_accounts and account.id not in access.explicit:
+                continue
+            if account.parent_customer_id == access.customer_id:
+                return True
+            if self.linked_accounts(tx, access.customer_id, [account.id]):
+                return True
+        return False
 
     def reachable_accounts(self, tx: Tx, user: UserRow) -> dict[int, int]:
         """Every account the user reaches -> the customer it is reached through."""
@@ -708,21 +733,21 @@ class CustomerManagementService:
         return {"CustomersInfo": [{"Id": c.id, "Name": c.name} for c in found[:top]]}
 
     def _accounts_under(self, tx: Tx, caller: Caller, customer_id: int | None, only_parent: bool
-                        ) -> list[AccountRow]:
+                        ) -> list[dict[str, Any]]:
+        """AccountInfo items of the accounts the caller reaches under a customer (own, and linked unless
+        ``only_parent``)."""
         access = self._access_for(tx, caller, customer_id if customer_id is not None else caller.customer.id)
-        owned, linked = self.reach(tx, access)
-        ids = owned if only_parent else owned + [a for a in linked if a not in set(owned)]
-        return tx.accounts(ids)
-
-    @staticmethod
-    def _account_info(a: AccountRow) -> dict[str, Any]:
-        return {"Id": a.id, "Name": a.name, "Number": a.number, "AccountLifeCycleStatus": a.life_cycle_status,
-                "PauseReason": a.pause_reason}
+        rows = tx.account_infos(access.customer_id, None if only_parent else _REACHABLE_VALUES)
+        if not access.all_accounts:
+            allowed = set(access.explicit)
+            rows = [r for r in rows if r[0] in allowed]
+        return [{"Id": r[0], "Name": r[1], "Number": r[2], "AccountLifeCycleStatus": r[3], "PauseReason": r[4]}
+                for r in rows]
 
     def _op_GetAccountsInfo(self, caller: Caller, body: dict[str, Any], now: datetime) -> dict[str, Any]:
         with self.state.read() as tx:
             accounts = self._accounts_under(tx, caller, body.get("CustomerId"), bool(body.get("OnlyParentAccounts")))
-        return {"AccountsInfo": [self._account_info(a) for a in accounts]}
+        return {"AccountsInfo": accounts}
 
     def _op_GetLinkedAccountsAndCustomersInfo(self, caller: Caller, body: dict[str, Any], now: datetime
                                               ) -> dict[str, Any]:
@@ -730,10 +755,9 @@ class CustomerManagementService:
         customer_id = customer_id if customer_id is not None else caller.customer.id
         with self.state.read() as tx:
             accounts = self._accounts_under(tx, caller, customer_id, bool(body.get("OnlyParentAccounts")))
-            children = tx.customers(r[0] for r in tx.links_with_status(customer_id, _values(REACHABLE),
-                                                                       LinkType.CustomerLink.value))
-        return {"AccountsInfo": [self._account_info(a) for a in accounts],
-                "CustomersInfo": [{"Id": c.id, "Name": c.name} for c in children]}
+            children = tx.customers(tx.managed_entity_ids(customer_id, LinkType.CustomerLink.value,
+                                                          _REACHABLE_VALUES))
+        return {"AccountsInfo": accounts, "CustomersInfo": [{"Id": c.id, "Name": c.name} for c in children]}
 
     def _visible_customers(self, tx: Tx, caller: Caller) -> set[int]:
         ids = {a.customer_id for a in self.accesses(tx, caller.user)}
@@ -769,7 +793,7 @@ class CustomerManagementService:
 
     def _advertiser_account(self, tx: Tx, a: AccountRow, extra_fields: Iterable[str]) -> dict[str, Any]:
         extra = set(extra_fields)
-        managers = tx.links_with_status(None, _values(REACHABLE), LinkType.AccountLink.value, client_entity_id=a.id)
+        managers = tx.links_with_status(None, _REACHABLE_VALUES, LinkType.AccountLink.value, client_entity_id=a.id)
         bill_to = a.parent_customer_id
         for _entity, manager_id, _cc, is_bill_to_client, _perm in managers:
             if is_bill_to_client == 0:
@@ -819,7 +843,7 @@ class CustomerManagementService:
                     None, _values(rules.UPDATE_LOCKED), LinkType.AccountLink.value, client_entity_id=account.id):
                 if caller.customer.id in (manager_id, cc):
                     raise _fault(rules.E_IN_PROGRESS)
-            if account.id not in self.reachable_accounts(tx, caller.user):
+            if not self.can_reach(tx, caller.user, account):
                 raise _adapi(rules.E_USER_NOT_AUTHORIZED_ENTITY,
                              f"User {caller.user.username} has no access to account {account_id}.")
             return {"Account": self._advertiser_account(tx, account, _additional(body))}
@@ -837,11 +861,16 @@ class CustomerManagementService:
         offset, limit = _paging(body.get("PageInfo"), _SEARCH_ACCOUNTS_PAGE_MAX)
         order, descending = _ordering(body.get("Ordering"))
         with self.state.read() as tx:
-            reach = self.reachable_accounts(tx, caller.user)
-            candidates = set(reach)
-            for p in main:
-                candidates &= self._account_predicate(tx, caller, p, reach)
-            accounts = tx.accounts(sorted(candidates))
+            if main and main[0].get("Field") == "AccountId":
+                # The common lookup by id: check only the accounts asked for.
+                wanted = self._account_predicate(tx, caller, main[0], {})
+                accounts = [a for a in tx.accounts(sorted(wanted)) if self.can_reach(tx, caller.user, a)]
+            else:
+                reach = self.reachable_accounts(tx, caller.user)
+                candidates = set(reach)
+                for p in main:
+                    candidates &= self._account_predicate(tx, caller, p, reach)
+                accounts = tx.accounts(sorted(candidates))
             for p in status_preds:
                 if p.get("Operator") != "Equals":
                     raise _fault(rules.E_PREDICATE_INVALID, "AccountLifeCycleStatus takes the Equals operator.",

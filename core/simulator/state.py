@@ -124,6 +124,8 @@ CREATE INDEX IF NOT EXISTS links_mgr_name ON client_links(managing_customer_id, 
     WHERE is_latest = 1;
 CREATE INDEX IF NOT EXISTS links_client ON client_links(client_customer_id, managing_customer_id, client_entity_id, type)
     WHERE is_latest = 1;
+CREATE INDEX IF NOT EXISTS links_reach ON client_links(managing_customer_id, type, status, client_entity_id)
+    WHERE is_latest = 1;
 CREATE INDEX IF NOT EXISTS links_due ON client_links(due_at) WHERE due_at IS NOT NULL;
 CREATE TABLE IF NOT EXISTS tokens (
     hash TEXT PRIMARY KEY,                    -- sha256 of the token (the file never holds a usable token)
@@ -740,7 +742,59 @@ class Tx:
         if client_customer_id is not None:
             sql += " AND client_customer_id = ?"
             params.append(client_customer_id)
-        return self.c.execute(sql + " ORDER BY client_entity_id, managing_customer_id", params).fetchall()
+        # Sorted here: an ORDER BY would tempt the planner into a long index walk instead of the links_reach range.
+        return sorted(self.c.execute(sql, params).fetchall())
+
+    def managed_entity_ids(self, managing_customer_id: int, link_type: str, statuses: Iterable[str],
+                           among: Iterable[int] | None = None) -> list[int]:
+        """Client entities whose most recent link with this manager is in ``statuses`` (optionally only ``among``
+        the given ids), by id. Served from the covering index ``links_reach``."""
+        st = tuple(statuses)
+        sql = (f"SELECT client_entity_id FROM client_links WHERE is_latest = 1 AND managing_customer_id = ? AND "
+               f"type = ? AND status IN ({','.join('?' * len(st))})")
+        params: list[Any] = [managing_customer_id, link_type, *st]
+        if among is not None:
+            ids = list(among)
+            if not ids:
+                return []
+            sql += f" AND client_entity_id IN ({','.join('?' * len(ids))})"
+            params.extend(ids)
+        return sorted(r[0] for r in self.c.execute(sql, params))
+
+    def managed_accounts(self, managing_customer_id: int, statuses: Iterable[str]) -> list[AccountRow]:
+        """Accounts whose most recent account link with this manager is in ``statuses``, by id."""
+        st = tuple(statuses)
+        rows = self.c.execute(
+            f"SELECT {', '.join('a.' + c.strip() for c in self._ACCOUNT_COLS.split(','))} FROM client_links l "
+            "JOIN accounts a ON a.id = l.client_entity_id WHERE l.is_latest = 1 AND l.managing_customer_id = ? AND "
+            f"l.type = 'AccountLink' AND l.status IN ({','.join('?' * len(st))}) ORDER BY a.id",
+            (managing_customer_id, *st)).fetchall()
+        return [self._account(r) for r in rows]  # type: ignore[misc]
+
+    def account_infos(self, customer_id: int, managed_statuses: Iterable[str] | None) -> list[tuple[Any, ...]]:
+        """(id, name, number, life cycle status, pause reason) of the customer's own accounts and, with
+        ``managed_statuses``, of the accounts it manages through account links in those statuses; by id, no
+        duplicates. The light path for GetAccountsInfo at agency scale."""
+        rows = self.c.execute("SELECT id, name, number, life_cycle_status, pause_reason FROM accounts "
+                              "WHERE parent_customer_id = ?", (customer_id,)).fetchall()
+        if managed_statuses is not None:
+            st = tuple(managed_statuses)
+            rows += self.c.execute(
+                "SELECT a.id, a.name, a.number, a.life_cycle_status, a.pause_reason FROM client_links l "
+                "JOIN accounts a ON a.id = l.client_entity_id WHERE l.is_latest = 1 AND l.managing_customer_id = ? "
+                f"AND l.type = 'AccountLink' AND l.status IN ({','.join('?' * len(st))})",
+                (customer_id, *st)).fetchall()
+        return sorted(dict((r[0], r) for r in rows).values())
+
+    def owned_account_ids(self, customer_id: int, among: Iterable[int] | None = None) -> list[int]:
+        sql, params = "SELECT id FROM accounts WHERE parent_customer_id = ?", [customer_id]
+        if among is not None:
+            ids = list(among)
+            if not ids:
+                return []
+            sql += f" AND id IN ({','.join('?' * len(ids))})"
+            params.extend(ids)
+        return [r[0] for r in self.c.execute(sql + " ORDER BY id", params)]
 
     def counterpart_customers(self, customer_id: int) -> set[int]:
         """Customers on the other side of any most-recent link of ``customer_id``."""

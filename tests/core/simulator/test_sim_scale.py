@@ -12,6 +12,7 @@ import http.client
 import json
 import os
 import statistics
+import threading
 import time
 from urllib.parse import urlsplit
 
@@ -41,6 +42,20 @@ ENVELOPE = (
 )
 
 
+def _post(conn: http.client.HTTPConnection, path: str, body: bytes) -> bytes:
+    conn.request("POST", path, body, {"Content-Type": "text/xml; charset=utf-8", "SOAPAction": '"SearchClientLinks"'})
+    resp = conn.getresponse()
+    reply = resp.read()
+    assert resp.status == 200, reply[:500]
+    return reply
+
+
+def _summary(ms: list[float]) -> dict[str, float]:
+    ms = sorted(ms)
+    return {"pages": len(ms), "median_ms": round(statistics.median(ms), 2),
+            "p95_ms": round(ms[int(0.95 * (len(ms) - 1))], 2), "max_ms": round(ms[-1], 2)}
+
+
 def test_scale_world_and_page_times(tmp_path):
     path = tmp_path / "scale.sqlite"
     with State(path) as st:
@@ -53,31 +68,61 @@ def test_scale_world_and_page_times(tmp_path):
     assert summary.latest_links >= 100_000
     report: dict[str, object] = {"clients": SCALE, "links": summary.links, "latest_links": summary.latest_links,
                                  "agency_links": agency_links, "generation_s": round(generation, 2)}
+    pages_total = (agency_links + 99) // 100
     with Simulator(path) as sim:
         token = sim.access_token(world.AGENCY_SUPER_ADMIN)
         parts = urlsplit(sim.url)
-        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
-        last_page = (agency_links - 1) // 100  # the last full page is the one before it
-        pages = {}
-        for label, ordering in (("Id", ""), ("Name", "Name"), ("NameDesc", "Name")):
-            order_xml = "" if not ordering else (
-                f"<t:Ordering><e:OrderBy><e:Field>{ordering}</e:Field><e:Order>"
-                f"{'Descending' if label.endswith('Desc') else 'Ascending'}</e:Order></e:OrderBy></t:Ordering>")
-            for index in (0, last_page // 2, last_page - 1):
-                body = ENVELOPE.format(token=token, agency=world.AGENCY_ID, ordering=order_xml, index=index).encode()
-                sim.server.stats.reset()
-                for _ in range(RUNS):
-                    conn.request("POST", parts.path, body, {"Content-Type": "text/xml; charset=utf-8",
-                                                            "SOAPAction": '"SearchClientLinks"'})
-                    resp = conn.getresponse()
-                    reply = resp.read()
-                    assert resp.status == 200
-                    assert reply.count(b"<a:ClientLink>") == 100
-                totals = [t.total * 1000 for t in sim.server.stats.timings("SearchClientLinks")]
-                handles = [t.handle * 1000 for t in sim.server.stats.timings("SearchClientLinks")]
-                pages[f"{label}@{index}"] = {"median_ms": round(statistics.median(totals), 2),
-                                             "max_ms": round(max(totals), 2),
-                                             "handler_median_ms": round(statistics.median(handles), 2)}
-        conn.close()
-    report["search_page_100"] = pages
+
+        def body(index: int, order: str) -> bytes:
+            order_xml = "" if order == "Id" else (
+                "<t:Ordering><e:OrderBy><e:Field>Name</e:Field><e:Order>"
+                f"{'Descending' if order == 'NameDesc' else 'Ascending'}</e:Order></e:OrderBy></t:Ordering>")
+            return ENVELOPE.format(token=token, agency=world.AGENCY_ID, ordering=order_xml, index=index).encode()
+
+        results: dict[str, object] = {}
+        for order, in_flight in (("Id", 1), ("Id", 4), ("Name", 1), ("NameDesc", 1), ("NameDesc", 4)):
+            # A sync: every page in turn, 1 or 4 requests in flight (bounded concurrency), one connection each.
+            sim.server.stats.reset()
+            sim.state.cursors = type(sim.state.cursors)()
+            counter = iter(range(pages_total))
+            lock = threading.Lock()
+            seen: list[int] = []
+
+            def pager() -> None:
+                conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+                while True:
+                    with lock:
+                        index = next(counter, None)
+                    if index is None:
+                        break
+                    reply = _post(conn, parts.path, body(index, order))
+                    with lock:
+                        seen.append(reply.count(b"<a:ClientLink>"))
+                conn.close()
+
+            threads = [threading.Thread(target=pager) for _ in range(in_flight)]
+            t0 = time.perf_counter()
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            wall = time.perf_counter() - t0
+            assert sum(seen) == agency_links
+            timings = sim.server.stats.timings("SearchClientLinks")
+            results[f"sync_{order}_{in_flight}_in_flight"] = {**_summary([t.total * 1000 for t in timings]),
+                                        "handler_median_ms": round(statistics.median(t.handle for t in timings) * 1000, 2),
+                                        "wall_s": round(wall, 2)}
+            if in_flight > 1:
+                continue
+            # A cold deep page (no cursor): the OFFSET scan, measured alone.
+            sim.state.cursors = type(sim.state.cursors)()
+            sim.server.stats.reset()
+            conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+            for _ in range(RUNS):
+                sim.state.cursors = type(sim.state.cursors)()
+                assert _post(conn, parts.path, body(pages_total - 2, order)).count(b"<a:ClientLink>") == 100
+            conn.close()
+            results[f"cold_deep_{order}"] = _summary([t.total * 1000 for t in sim.server.stats.timings("SearchClientLinks")])
+    report["search_page_100"] = results
+    report["load_average"] = os.getloadavg()
     print("\nSIMULATOR SCALE " + json.dumps(report, indent=2))
