@@ -1034,28 +1034,31 @@ _PENDING = ClientLinkStatus.LinkPending.value
 
 
 def _sort_terms(sort: str, descending: bool) -> str:
-    """ORDER BY terms; every sort ends with a unique tie-breaker so pages never overlap."""
+    """ORDER BY terms, in the column order of the sort's index (so a page is read straight off the index); every
+    sort ends with the unique link id so pages never overlap."""
     d = "DESC" if descending else "ASC"
     if sort == "client":
-        terms = [f"l.client_entity_name COLLATE NOCASE {d}", f"l.client_entity_id {d}", f"l.id {d}"]
-    elif sort == "status":
-        terms = [f"l.status {d}", f"l.invited_at {d}", f"l.id {d}"]
-    elif sort == "age":
+        cols = ["l.client_entity_name COLLATE NOCASE", "l.client_entity_id", "l.status", "l.invited_at", "l.id"]
+        return ", ".join(f"{c} {d}" for c in cols)
+    if sort == "status":
+        return ", ".join(f"{c} {d}" for c in ("l.status", "l.invited_at", "l.id"))
+    if sort == "age":
         # Ascending age = most recent invitation first; links never seen pending have no age: always last.
         inv = "DESC" if not descending else "ASC"
-        terms = [f"l.invited_at {inv} NULLS LAST", f"l.id {d}"]
-    elif sort == "days_left":
-        # Only pending invitations have days left; fewest first when ascending; the rest last.
-        terms = [f"CASE WHEN l.status = {_lit(_PENDING)} THEN l.invited_at END {d} NULLS LAST", f"l.id {d}"]
-    elif sort == "last_change":
-        terms = [f"l.last_modified_date_time {d} NULLS LAST", f"l.id {d}"]
-    else:
-        raise ValueError(f"Unknown inbox sort {sort!r}; use one of: {', '.join(SORTS)}.")
-    return ", ".join(terms)
+        return f"l.invited_at {inv} NULLS LAST, l.status {inv}, l.id {inv}"
+    if sort == "days_left":
+        # Used for the pending part only (see Cache._days_left_ids): fewest days left first when ascending.
+        return f"l.invited_at {d}, l.id {d}"
+    if sort == "last_change":
+        return f"l.last_modified_date_time {d} NULLS LAST, l.status {d}, l.invited_at {d}, l.id {d}"
+    raise ValueError(f"Unknown inbox sort {sort!r}; use one of: {', '.join(SORTS)}.")
 
 
 #: Inbox sort names: client name, status, age of the invitation, days left before expiry, last change.
 SORTS: tuple[str, ...] = ("client", "status", "age", "days_left", "last_change")
+#: The (managing customer, ...) index that serves each sort of the sent inbox.
+_SORT_INDEX = {"client": "links_sent_client", "status": "links_sent_status", "age": "links_sent_invited",
+               "days_left": "links_sent_status", "last_change": "links_sent_changed"}
 
 _INBOX_COLS = (
     "l.client_entity_id, l.managing_customer_id, l.type, l.client_entity_name, l.client_entity_number, l.status,"
@@ -1676,10 +1679,20 @@ class Cache:
             stage_expr = stage_sql(perspective, now)
         # Deferred join: page through ids on the covering sort index (skipping `offset` rows costs index entries,
         # not row reads), then read the page's rows by id.
-        ids = [r[0] for r in self._conn.execute(
-            f"SELECT l.id FROM client_links l WHERE {where} ORDER BY {_sort_terms(sort, descending)} LIMIT ? OFFSET ?",
-            [*params, int(limit), int(offset)],
-        )]
+        order = _sort_terms(sort, descending)
+        hint = ""
+        if perspective == Perspective.SENT and not self._text_condition(text)[0]:
+            # Walk the sort's index, which also carries status and invitation time: the stage filter is answered
+            # from the index and the walk stops after the page (at worst one pass over the index). SQLite's planner
+            # would rather filter by status and sort everything, up to 100x slower for a first page.
+            hint = f"INDEXED BY {_SORT_INDEX[sort]}"
+        if sort == "days_left":
+            ids = self._days_left_ids(where, params, hint, descending, int(offset), int(limit))
+        else:
+            ids = [r[0] for r in self._conn.execute(
+                f"SELECT l.id FROM client_links l {hint} WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?",
+                [*params, int(limit), int(offset)],
+            )]
         by_id: dict[int, tuple] = {}
         for i in range(0, len(ids), 500):
             chunk = ids[i : i + 500]
@@ -1711,6 +1724,31 @@ class Cache:
                 )
             )
         return out
+
+    def _days_left_ids(
+        self, where: str, params: list[Any], hint: str, descending: bool, offset: int, limit: int
+    ) -> list[int]:
+        """Ids for the days-left sort: pending invitations by invitation time, then every other link (by status).
+        Two index-ordered reads instead of sorting every row by an expression."""
+        pending = f"l.status = {_lit(_PENDING)}"
+        d = "DESC" if descending else "ASC"
+        n_pending = self._conn.execute(
+            f"SELECT count(*) FROM client_links l WHERE {where} AND {pending}", params
+        ).fetchone()[0]
+        ids: list[int] = []
+        if offset < n_pending:
+            ids = [r[0] for r in self._conn.execute(
+                f"SELECT l.id FROM client_links l {hint} WHERE {where} AND {pending}"
+                f" ORDER BY {_sort_terms('days_left', descending)} LIMIT ? OFFSET ?",
+                [*params, limit, offset],
+            )]
+        if len(ids) < limit:
+            ids += [r[0] for r in self._conn.execute(
+                f"SELECT l.id FROM client_links l {hint} WHERE {where} AND l.status IS NOT {_lit(_PENDING)}"
+                f" ORDER BY l.status {d}, l.invited_at {d}, l.id {d} LIMIT ? OFFSET ?",
+                [*params, limit - len(ids), max(0, offset - n_pending)],
+            )]
+        return ids
 
     @_guard
     def inbox_count(
@@ -1752,6 +1790,12 @@ class Cache:
                 where.append(text_sql)
                 params += text_params
             w = " AND ".join(where)
+            if text_sql:
+                # Few rows after the text filter: one pass computing each row's stage beats re-running the search.
+                sql = f"SELECT {stage_sql(p, now)} AS st, count(*) FROM client_links l WHERE {w} GROUP BY st"
+                for st, n in self._conn.execute(sql, params):
+                    counts[_STAGE_BY_VALUE[st]] += n
+                continue
             for status, n in self._conn.execute(
                 f"SELECT l.status, count(*) FROM client_links l WHERE {w} GROUP BY l.status", params
             ):
@@ -1934,24 +1978,34 @@ class Cache:
             [],
         )
 
+    def _agency(self, agency_customer_id: int | None) -> int:
+        if agency_customer_id is not None:
+            return int(agency_customer_id)
+        own = self.meta_get("customer_id")
+        if own is None:
+            raise ValueError("Say which agency: this cache does not know its customer yet (run a sync first).")
+        return int(own)
+
     @_guard
-    def customer_accounts_count(self, customer_id: int | None, *, agency_customer_id: int) -> int:
+    def customer_accounts_count(self, customer_id: int | None, *, agency_customer_id: int | None = None) -> int:
         sql, _ = self._customer_accounts_sql(customer_id)
         return self._conn.execute(
-            f"SELECT count(*) FROM ({sql})", {"agency": int(agency_customer_id), "cid": customer_id}
+            f"SELECT count(*) FROM ({sql})", {"agency": self._agency(agency_customer_id), "cid": customer_id}
         ).fetchone()[0]
 
     @_guard
     def customer_accounts(
-        self, customer_id: int | None, *, agency_customer_id: int, offset: int = 0, limit: int = 100
+        self, customer_id: int | None, offset: int = 0, limit: int = 100, *, agency_customer_id: int | None = None
     ) -> list[TreeAccount]:
         """A page of a client customer's accounts (by name), each with its link to the agency (if any).
 
+        ``agency_customer_id`` defaults to the profile's own customer (meta ``customer_id``, set by the sync);
         ``customer_id`` None lists the agency's account links whose owning customer is unknown."""
         sql, _ = self._customer_accounts_sql(customer_id)
         rows = self._conn.execute(
             f"SELECT * FROM ({sql}) ORDER BY name IS NULL, name COLLATE NOCASE, id LIMIT :limit OFFSET :offset",
-            {"agency": int(agency_customer_id), "cid": customer_id, "limit": int(limit), "offset": int(offset)},
+            {"agency": self._agency(agency_customer_id), "cid": customer_id, "limit": int(limit),
+             "offset": int(offset)},
         ).fetchall()
         return [_tree_account(r) for r in rows]
 
@@ -1978,8 +2032,7 @@ class Cache:
         run = self.last_ok_sync()
         if run is None or run.finished_at is None:
             return None
-        return now.astimezone(timezone.utc) - run.finished_at if now.tzinfo else now.replace(
-            tzinfo=timezone.utc) - run.finished_at
+        return (now if now.tzinfo else now.replace(tzinfo=timezone.utc)) - run.finished_at
 
 
 _EVENT_SELECT = (

@@ -1205,6 +1205,10 @@ def test_tree_client_customers_and_their_accounts(cache):
     assert cache.customer_accounts_count(12, agency_customer_id=AGENCY) == 3
     d = cache.customer_accounts(14, agency_customer_id=AGENCY)  # known only through its link
     assert [(x.account_id, x.name, x.link_status, x.parent_customer_id) for x in d] == [(301, "D1", S.LinkPending, 14)]
+    with pytest.raises(ValueError, match="run a sync first"):
+        cache.customer_accounts(11)
+    cache.meta_set("customer_id", str(AGENCY))  # the sync records the profile's customer
+    assert cache.customer_accounts(11, 1, 10) == a[1:]
     unknown = cache.customer_accounts(None, agency_customer_id=AGENCY)
     assert [(x.account_id, x.name) for x in unknown] == [(401, "Mystery")]
     assert cache.customer_accounts_count(None, agency_customer_id=AGENCY) == 1
