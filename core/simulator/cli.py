@@ -186,7 +186,7 @@ def users(argv: Sequence[str], *, stdout: TextIO | None = None, stderr: TextIO |
     if isinstance(ns, int):
         return ns
     from .app import identities
-    from .auth import issue_tokens
+    from .auth import issue_access_tokens
     from .state import State, StateError
     from .world import ensure_world
 
@@ -194,7 +194,7 @@ def users(argv: Sequence[str], *, stdout: TextIO | None = None, stderr: TextIO |
         with State(_state_path(ns)) as st:
             ensure_world(st)
             rows = [i for i in identities(st) if ns.side is None or i.side == ns.side]
-            issued = [(i, issue_tokens(st, i.user_id, refresh=False)) for i in rows]
+            issued = list(zip(rows, issue_access_tokens(st, [i.user_id for i in rows])))
     except StateError as exc:
         _err(str(exc), stderr)
         return 1
