@@ -880,13 +880,19 @@ class Tx:
 
 
 class State:
-    """The simulator's state file. Thread-safe: one connection per thread, serialised writes."""
+    """The simulator's state file. Thread-safe: a small pool of connections, each lent to one thread for one
+    (possibly nested) transaction; writes serialised. The SOAP server starts a thread per connection, and the SDK
+    opens a connection per call, so connections are pooled rather than kept per thread."""
+
+    #: Idle connections kept for reuse; more are opened under load and closed when given back.
+    POOL_SIZE = 8
 
     def __init__(self, path: str | os.PathLike[str]):
         self.path = Path(path)
         self._local = threading.local()
         self._lock = threading.RLock()
-        self._conns: list[sqlite3.Connection] = []
+        self._idle: list[sqlite3.Connection] = []
+        self._open_conns: set[sqlite3.Connection] = set()
         self._conns_lock = threading.Lock()
         self._closed = False
         self.cursors = PageCursors()
@@ -897,12 +903,7 @@ class State:
                              "Choose another place with --state.") from None
         self._init_schema()
 
-    def _connect(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            return conn
-        if self._closed:
-            raise StateError("The simulator state was closed; open it again.")
+    def _open(self) -> sqlite3.Connection:
         try:
             conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
                                    check_same_thread=False)
@@ -912,13 +913,44 @@ class State:
         except sqlite3.DatabaseError as exc:
             raise StateError(f"The simulator state {self.path} cannot be opened ({exc}). Move it aside or run "
                              "`linkdesk simulator reset --state FILE`.") from None
-        self._local.conn = conn
         with self._conns_lock:
-            self._conns.append(conn)
+            self._open_conns.add(conn)
         return conn
 
+    @contextmanager
+    def _borrow(self) -> Iterator[sqlite3.Connection]:
+        """This thread's connection for the outermost transaction (nested ones reuse it), then back to the pool."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            yield conn
+            return
+        if self._closed:
+            raise StateError("The simulator state was closed; open it again.")
+        with self._conns_lock:
+            conn = self._idle.pop() if self._idle else None
+        if conn is None:
+            conn = self._open()
+        self._local.conn = conn
+        try:
+            yield conn
+        finally:
+            self._local.conn = None
+            with self._conns_lock:
+                keep = not self._closed and len(self._idle) < self.POOL_SIZE and not conn.in_transaction
+                if keep:
+                    self._idle.append(conn)
+                else:
+                    self._open_conns.discard(conn)
+            if not keep:
+                conn.close()
+
+    @property
+    def open_connections(self) -> int:
+        with self._conns_lock:
+            return len(self._open_conns)
+
     def _init_schema(self) -> None:
-        conn = self._connect()
+        conn = self._open()
         try:
             with self._lock:
                 mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
@@ -950,12 +982,23 @@ class State:
                     conn.execute("ROLLBACK")
                     raise
         except sqlite3.DatabaseError as exc:
+            self._discard(conn)
             raise StateError(f"{self.path} is not a usable simulator state file ({exc}). Move it aside or choose "
                              "another --state file.") from None
+        except BaseException:
+            self._discard(conn)
+            raise
+        with self._conns_lock:
+            self._idle.append(conn)
         try:
             os.chmod(self.path, 0o600)
         except OSError:  # pragma: no cover - a file system without modes
             pass
+
+    def _discard(self, conn: sqlite3.Connection) -> None:
+        with self._conns_lock:
+            self._open_conns.discard(conn)
+        conn.close()
 
     @contextmanager
     def read(self) -> Iterator[Tx]:
@@ -963,15 +1006,15 @@ class State:
 
         Nested inside another transaction of the same thread, it joins that one.
         """
-        conn = self._connect()
-        if conn.in_transaction:
-            yield Tx(conn, writable=getattr(self._local, "writing", False), cursors=self.cursors)
-            return
-        conn.execute("BEGIN")
-        try:
-            yield Tx(conn, writable=False, cursors=self.cursors)
-        finally:
-            conn.execute("COMMIT")
+        with self._borrow() as conn:
+            if conn.in_transaction:
+                yield Tx(conn, writable=getattr(self._local, "writing", False), cursors=self.cursors)
+                return
+            conn.execute("BEGIN")
+            try:
+                yield Tx(conn, writable=False, cursors=self.cursors)
+            finally:
+                conn.execute("COMMIT")
 
     @contextmanager
     def write(self) -> Iterator[Tx]:
@@ -979,23 +1022,23 @@ class State:
 
         Nested inside another write of the same thread, it joins that one; inside a read it is a programming error.
         """
-        conn = self._connect()
-        if conn.in_transaction:
-            if not getattr(self._local, "writing", False):
-                raise StateError("A write cannot start inside a read transaction of the same thread.")
-            yield Tx(conn, writable=True, cursors=self.cursors)
-            return
-        with self._lock:
-            conn.execute("BEGIN IMMEDIATE")
-            self._local.writing = True
-            try:
+        with self._borrow() as conn:
+            if conn.in_transaction:
+                if not getattr(self._local, "writing", False):
+                    raise StateError("A write cannot start inside a read transaction of the same thread.")
                 yield Tx(conn, writable=True, cursors=self.cursors)
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            finally:
-                self._local.writing = False
-            conn.execute("COMMIT")
+                return
+            with self._lock:
+                conn.execute("BEGIN IMMEDIATE")
+                self._local.writing = True
+                try:
+                    yield Tx(conn, writable=True, cursors=self.cursors)
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                finally:
+                    self._local.writing = False
+                conn.execute("COMMIT")
 
     # -- conveniences ---------------------------------------------------------------------------------------------
 
@@ -1022,10 +1065,11 @@ class State:
             tx.save_clock(clock)
 
     def close(self) -> None:
-        """Close every connection this object opened (in any thread)."""
+        """Close every connection this object opened (idle or lent)."""
         self._closed = True
         with self._conns_lock:
-            conns, self._conns = self._conns, []
+            conns, self._idle = list(self._open_conns), []
+            self._open_conns.clear()
         for conn in conns:
             try:
                 conn.close()

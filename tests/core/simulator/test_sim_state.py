@@ -291,3 +291,37 @@ def test_keyset_cursors_give_exactly_the_offset_pages(state):
     after = pages("Id", False)
     state.cursors = None
     assert pages("Id", False) == after
+
+
+def test_connections_are_pooled_not_kept_per_thread(state):
+    # The server runs every request on a new thread (the SDK closes its connection after each call).
+    world.seed_world(state)
+
+    def read_once() -> None:
+        with state.read() as tx, state.read() as nested:
+            assert nested.c is tx.c  # a nested transaction joins the outer one
+            tx.customer(world.AGENCY_ID)
+
+    for _ in range(60):
+        t = threading.Thread(target=read_once)
+        t.start()
+        t.join()
+    assert state.open_connections <= State.POOL_SIZE
+    barrier = threading.Barrier(12)
+
+    def read_together() -> None:
+        with state.read() as tx:
+            barrier.wait(timeout=10)
+            tx.customer(world.AGENCY_ID)
+
+    threads = [threading.Thread(target=read_together) for _ in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert state.open_connections <= State.POOL_SIZE
+    state.close()
+    assert state.open_connections == 0
+    with pytest.raises(StateError):
+        with state.read():
+            pass
