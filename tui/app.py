@@ -40,9 +40,6 @@ Clock = Callable[[], datetime]
 #: Clock steps offered in demo mode: (duration for Session.advance, label).
 ADVANCE_STEPS: tuple[tuple[str, str], ...] = (("6h", "+6 hours"), ("1d", "+1 day"), ("31d", "+31 days"))
 
-_CONFIG_KEY = "tui"
-
-
 def _utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
@@ -112,13 +109,6 @@ def user_message(error: BaseException) -> str:
     kind = type(error).__name__
     return f"Something went wrong ({kind}{': ' + detail if detail else ''}). Try again; if it keeps happening, " \
            "report it with what you were doing."
-
-
-def _identity_record(identity: Any) -> dict[str, Any]:
-    return {
-        "user_id": identity.user_id, "user_name": identity.user_name, "customer_id": identity.customer_id,
-        "customer_name": identity.customer_name, "side": identity.side, "role": int(identity.role),
-    }
 
 
 class LinkdeskApp(App[int]):
@@ -217,25 +207,26 @@ class LinkdeskApp(App[int]):
         if isinstance(keymap, dict):
             self.set_keymap({str(k): str(v) for k, v in keymap.items()})
 
-    def _remembered_identity(self) -> Any:
-        record = paths.read_config().get(_CONFIG_KEY, {}).get(f"identity:{self.profile}")
-        if not isinstance(record, dict):
-            return None
+    def _identity_from_cache(self) -> Any:
+        """Who acted last, as the cache knows it (the session's acting user, else the user the last sync ran as):
+        enough to draw the first frame before the session exists, and offline."""
+        cache = self.cache
         try:
-            return _RememberedIdentity(int(record["user_id"]), str(record["user_name"]), int(record["customer_id"]),
-                                       str(record["customer_name"]), str(record["side"]), Role(int(record["role"])))
-        except (KeyError, TypeError, ValueError):
+            observer_customer = int(cache.meta_get("customer_id") or 0) or None
+            acting = cache.meta_get("acting_user_id") or cache.meta_get("user_id")
+            user = cache.user(int(acting)) if acting else None
+        except (TypeError, ValueError):
             return None
-
-    def _remember_identity(self, identity: Any) -> None:
-        try:
-            config = paths.read_config()
-            section = config.get(_CONFIG_KEY) if isinstance(config.get(_CONFIG_KEY), dict) else {}
-            section[f"identity:{self.profile}"] = _identity_record(identity)
-            config[_CONFIG_KEY] = section
-            paths.write_config(config)
-        except OSError:
-            pass  # remembering who acted last is a convenience; never fail the app for it
+        if user is None:
+            return None
+        customer_id = user.customer_id
+        role = user.role_at(customer_id) or next((r.role for r in user.roles), None)
+        if role is None:
+            return None
+        customer = cache.customer(customer_id)
+        side = "agency" if observer_customer in (None, customer_id) else "client"
+        return _RememberedIdentity(user.id, user.user_name, customer_id, customer.name if customer else "", side,
+                                   role)
 
     def _first_frame(self) -> None:
         """Draw the cache as it is: no network, no SDK, only sqlite3."""
@@ -252,7 +243,7 @@ class LinkdeskApp(App[int]):
                             markup=False, timeout=15)
         if self.cache is None:
             return
-        self.identity = self.session.identity() if self.session is not None else self._remembered_identity()
+        self.identity = self.session.identity() if self.session is not None else self._identity_from_cache()
         self._show_identity()
         self._update_age()
         self.main.load(self.cache, self.actor, side=self._default_side())
@@ -293,7 +284,6 @@ class LinkdeskApp(App[int]):
         if self.cache is None:
             self.cache = self.session.cache()
         self.identity = self.session.identity()
-        self._remember_identity(self.identity)
         self._show_identity()
         self._update_age()
         self.status = self.status.with_(profile=self.profile, is_demo=self.is_demo, message="")
@@ -600,7 +590,6 @@ class LinkdeskApp(App[int]):
     @on(IdentitySwitched)
     def _identity_switched(self, event: IdentitySwitched) -> None:
         self.identity = event.identity
-        self._remember_identity(event.identity)
         self._show_identity()
         self.notify(Text(f"Acting as {clean(event.identity.user_name)} ({Role(event.identity.role).label} at "
                          f"{clean(event.identity.customer_name)}).").plain, markup=False)
@@ -665,7 +654,7 @@ class LinkdeskApp(App[int]):
 
 
 class _RememberedIdentity:
-    """The identity the app acted as last time (config), enough to draw the first frame before the session."""
+    """The identity the cache remembers (see ``_identity_from_cache``), until the session says who acts."""
 
     def __init__(self, user_id: int, user_name: str, customer_id: int, customer_name: str, side: str,
                  role: Role) -> None:
