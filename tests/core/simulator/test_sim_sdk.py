@@ -378,7 +378,7 @@ def test_several_sdk_clients_at_once(sim, sdk):
     statuses = {x.ClientEntityId: x.Status for x in search_all(sim.service_client(SA))}
     assert all(statuses[a] == "LinkPending" for a in accounts)
     # Every SDK call came on its own connection, so on its own server thread: connections are pooled, not leaked.
-    assert sim.server.stats.requests > 40
+    assert sim.server.stats.requests > 20
     assert sim.state.open_connections <= sim.state.POOL_SIZE
 
 
