@@ -74,6 +74,7 @@ __all__ = [
     "SORTS",
     "stage_sql",
     "stage_predicate_sql",
+    "stage_predicate_parts",
 ]
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -404,30 +405,23 @@ def _stage_plan(perspective: Perspective) -> tuple[_StageGroup, ...]:
     return tuple(groups)
 
 
-def _listed_statuses(plan: tuple[_StageGroup, ...]) -> list[str]:
-    return [s for g in plan if not g.covers_unknown for s in g.statuses]
-
-
-def _group_of(plan: tuple[_StageGroup, ...], status: str | None) -> _StageGroup:
-    """The group a stored status value falls in (as the generated CASE would place it)."""
-    for g in plan:
-        if status is None and g.covers_null:
-            return g
-        if status is not None and status in g.statuses and not g.covers_unknown:
-            return g
-    return next(g for g in plan if g.covers_unknown)
+def _status_conditions(g: _StageGroup, status: str) -> list[str]:
+    """Mutually exclusive conditions on ``status`` whose union is the group's statuses. For the group that also
+    takes statuses this version does not know: every value between (or beyond) the known ones, as ranges an index
+    can seek, rather than a NOT IN that scans."""
+    parts = [f"{status} IN ({', '.join(map(_lit, g.statuses))})"] if g.statuses else []
+    if g.covers_unknown:
+        known = sorted(s.value for s in ClientLinkStatus)
+        parts.append(f"{status} < {_lit(known[0])}")
+        parts += [f"({status} > {_lit(a)} AND {status} < {_lit(b)})" for a, b in zip(known, known[1:])]
+        parts.append(f"{status} > {_lit(known[-1])}")
+    if g.covers_null:
+        parts.append(f"{status} IS NULL")
+    return parts
 
 
 def _status_condition(g: _StageGroup, plan: tuple[_StageGroup, ...], status: str) -> str:
-    if g.covers_unknown:
-        listed = _listed_statuses(plan)
-        cond = f"{status} NOT IN ({', '.join(map(_lit, listed))})" if listed else "1"
-        return f"({status} IS NULL OR {cond})" if g.covers_null else cond
-    parts = []
-    if g.statuses:
-        parts.append(f"{status} IN ({', '.join(map(_lit, g.statuses))})")
-    if g.covers_null:
-        parts.append(f"{status} IS NULL")
+    parts = _status_conditions(g, status)
     return "(" + " OR ".join(parts) + ")" if len(parts) > 1 else parts[0]
 
 
@@ -466,36 +460,40 @@ def stage_sql(perspective: Perspective, now: datetime, *, alias: str = "l") -> s
     return " ".join(sql)
 
 
-def stage_predicate_sql(perspective: Perspective, stage: Stage, now: datetime, *, alias: str = "l") -> str:
-    """A SQL condition true for the rows whose stage at ``now`` is ``stage``, written as status sets and ranges of
-    ``invited_at`` so that the (customer, status, invited_at) indexes serve it."""
+def stage_predicate_parts(perspective: Perspective, stage: Stage, now: datetime, *, alias: str = "l") -> list[str]:
+    """Mutually exclusive SQL conditions whose union is the rows at ``stage`` at ``now``: each a status set, maybe
+    with one range of ``invited_at`` — an index range of (customer, status, invited_at), so counts add up per part."""
     plan = _stage_plan(perspective)
     now_us = _to_us(now)
     assert now_us is not None
     status, inv = f"{alias}.status", f"{alias}.invited_at"
-    alternatives = []
+    parts = []
     for g in plan:
         if stage not in g.outcomes:
             continue
-        cond = _status_condition(g, plan, status)
-        if g.outcomes == {stage}:
-            alternatives.append(cond)
-            continue
-        ranges = []
-        if g.when_no_invitation == stage:
-            ranges.append(f"{inv} IS NULL")
-        prev: tuple[str | None, int | None, Stage] | None = None
-        for op, b, st in g.cascade:
-            if st == stage:
-                bounds = [f"{inv} IS NOT NULL"]
-                if prev is not None:
-                    bounds.append(_cmp_lower(prev[0], inv, now_us - prev[1]))  # type: ignore[arg-type,operator]
-                if op is not None:
-                    bounds.append(_cmp_upper(op, inv, now_us - b))  # type: ignore[operator]
-                ranges.append("(" + " AND ".join(bounds) + ")")
-            prev = (op, b, st)
-        alternatives.append(f"({cond} AND ({' OR '.join(ranges)}))")
-    return "(" + " OR ".join(alternatives) + ")" if alternatives else "0"
+        for cond in _status_conditions(g, status):
+            if g.outcomes == {stage}:
+                parts.append(cond)
+                continue
+            if g.when_no_invitation == stage:
+                parts.append(f"({cond} AND {inv} IS NULL)")
+            prev: tuple[str | None, int | None, Stage] | None = None
+            for op, b, st in g.cascade:
+                if st == stage:
+                    bounds = [cond, f"{inv} IS NOT NULL"]
+                    if prev is not None:
+                        bounds.append(_cmp_lower(prev[0], inv, now_us - prev[1]))  # type: ignore[arg-type,operator]
+                    if op is not None:
+                        bounds.append(_cmp_upper(op, inv, now_us - b))  # type: ignore[operator]
+                    parts.append("(" + " AND ".join(bounds) + ")")
+                prev = (op, b, st)
+    return parts
+
+
+def stage_predicate_sql(perspective: Perspective, stage: Stage, now: datetime, *, alias: str = "l") -> str:
+    """A SQL condition true for the rows whose stage at ``now`` is ``stage`` (the OR of stage_predicate_parts)."""
+    parts = stage_predicate_parts(perspective, stage, now, alias=alias)
+    return "(" + " OR ".join(parts) + ")" if parts else "0"
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -787,6 +785,13 @@ _SQLITE_MAGIC = b"SQLite format 3\x00"
 _fts_probe: bool | None = None
 #: The trigram index answers substrings of at least 3 characters; shorter needles scan.
 _FTS_MIN_CHARS = 3
+#: A needle with at least this many matches is "common": a first page is found faster by walking the sort index.
+_DENSE_NEEDLE = 2000
+
+
+def _fts_phrase(needle: str) -> str:
+    """An FTS5 string literal: the needle matched as one phrase, every character literal."""
+    return '"' + needle.replace('"', '""') + '"'
 
 
 def _fts_available() -> bool:
@@ -1601,6 +1606,8 @@ class Cache:
         text: str | None,
         status: ClientLinkStatus | str | Iterable[ClientLinkStatus | str] | None,
         now: datetime,
+        *,
+        scan_text: bool = False,
     ) -> tuple[str, list[Any]]:
         cid = int(customer_id)
         params: list[Any] = []
@@ -1631,20 +1638,31 @@ class Cache:
             values = [status] if isinstance(status, str) else list(status)
             where.append(f"l.status IN ({', '.join('?' * len(values))})")
             params += [_enum_value(v) for v in values]
-        text_sql, text_params = self._text_condition(text)
+        text_sql, text_params = self._text_condition(text, scan=scan_text)
         if text_sql:
             where.append(text_sql)
             params += text_params
         return " AND ".join(where), params
 
-    def _text_condition(self, text: str | None) -> tuple[str | None, list[Any]]:
-        """The inbox text filter: the trigram index for 3+ characters when available, else a scan."""
+    def _text_condition(self, text: str | None, *, scan: bool = False) -> tuple[str | None, list[Any]]:
+        """The inbox text filter: the trigram index for 3+ characters when available, else (or with ``scan``) a
+        substring test on each row."""
         needle = "".join(ch for ch in _fold(text or "") if ch >= " " and ch != "\x7f").strip()
         if not needle:
             return None, []
-        if self._fts and len(needle) >= _FTS_MIN_CHARS:
-            return "l.id IN (SELECT rowid FROM link_search WHERE link_search MATCH ?)", ['"' + needle.replace('"', '""') + '"']
+        if self._fts and len(needle) >= _FTS_MIN_CHARS and not scan:
+            return "l.id IN (SELECT rowid FROM link_search WHERE link_search MATCH ?)", [_fts_phrase(needle)]
         return "instr(l.search_text, ?) > 0", [needle]
+
+    def _common_needle(self, text: str | None) -> bool:
+        """Whether the index finds at least _DENSE_NEEDLE matches (it stops counting there, so this is cheap)."""
+        sql, params = self._text_condition(text)
+        if sql is None or not sql.startswith("l.id IN"):
+            return False
+        return self._conn.execute(
+            "SELECT count(*) FROM (SELECT 1 FROM link_search WHERE link_search MATCH ? LIMIT ?)",
+            [params[0], _DENSE_NEEDLE],
+        ).fetchone()[0] >= _DENSE_NEEDLE
 
     @_guard
     def inbox_page(
@@ -1681,11 +1699,17 @@ class Cache:
         # not row reads), then read the page's rows by id.
         order = _sort_terms(sort, descending)
         hint = ""
-        if perspective == Perspective.SENT and not self._text_condition(text)[0]:
+        if perspective == Perspective.SENT:
             # Walk the sort's index, which also carries status and invitation time: the stage filter is answered
             # from the index and the walk stops after the page (at worst one pass over the index). SQLite's planner
             # would rather filter by status and sort everything, up to 100x slower for a first page.
-            hint = f"INDEXED BY {_SORT_INDEX[sort]}"
+            if not self._text_condition(text)[0]:
+                hint = f"INDEXED BY {_SORT_INDEX[sort]}"
+            elif offset + limit <= 200 and self._common_needle(text):
+                # A needle found everywhere ("acme"): reading its whole match list costs more than walking the
+                # index until the first page is full.
+                where, params = self._inbox_where(customer_id, perspective, stage, text, status, now, scan_text=True)
+                hint = f"INDEXED BY {_SORT_INDEX[sort]}"
         if sort == "days_left":
             ids = self._days_left_ids(where, params, hint, descending, int(offset), int(limit))
         else:
@@ -1762,8 +1786,30 @@ class Cache:
         now: datetime,
     ) -> int:
         """How many links ``inbox_page`` pages through with the same filters."""
+        if stage is not None and status is None and self._text_condition(text)[0] is None:
+            # A sum of index-range counts, one per side and stage part (they do not overlap).
+            return sum(
+                self._conn.execute(f"SELECT count(*) FROM client_links l WHERE {side} AND {part}", params)
+                .fetchone()[0]
+                for p, side, params in self._sides(customer_id, perspective)
+                for part in stage_predicate_parts(p, stage, now)
+            )
         where, params = self._inbox_where(customer_id, perspective, stage, text, status, now)
         return self._conn.execute(f"SELECT count(*) FROM client_links l WHERE {where}", params).fetchone()[0]
+
+    @staticmethod
+    def _sides(customer_id: int, perspective: Perspective | None) -> list[tuple[Perspective, str, list[Any]]]:
+        """(perspective, condition, params) for each side asked for; with both, a link whose two sides are ours
+        counts once, as sent."""
+        cid = int(customer_id)
+        sides = []
+        if perspective in (None, Perspective.SENT):
+            sides.append((Perspective.SENT, "l.managing_customer_id = ?", [cid]))
+        if perspective == Perspective.RECEIVED:
+            sides.append((Perspective.RECEIVED, "l.client_customer_id = ?", [cid]))
+        elif perspective is None:
+            sides.append((Perspective.RECEIVED, "l.client_customer_id = ? AND l.managing_customer_id != ?", [cid, cid]))
+        return sides
 
     @_guard
     def stage_counts(
@@ -1771,46 +1817,24 @@ class Cache:
     ) -> dict[Stage, int]:
         """Links per stage (every stage present, zeros included), for both perspectives unless one is given.
 
-        Counted per status from the (customer, status, invited_at) index; only the statuses whose stage depends on
-        time are split by invitation time."""
+        Without text: sums of index-range counts over (customer, status, invited_at), no row read. With text: one
+        pass over the matches."""
         counts = {s: 0 for s in Stage}
         now_us = _to_us(now)
         assert now_us is not None
         text_sql, text_params = self._text_condition(text)
-        persps = [perspective] if perspective is not None else [Perspective.SENT, Perspective.RECEIVED]
-        for p in persps:
-            plan = _stage_plan(p)
-            col = "managing_customer_id" if p == Perspective.SENT else "client_customer_id"
-            where = [f"l.{col} = ?"]
-            params: list[Any] = [int(customer_id)]
-            if p == Perspective.RECEIVED and perspective is None:
-                where.append("l.managing_customer_id != ?")  # a link with both sides ours counts as sent
-                params.append(int(customer_id))
+        for p, side, params in self._sides(customer_id, perspective):
             if text_sql:
-                where.append(text_sql)
-                params += text_params
-            w = " AND ".join(where)
-            if text_sql:
-                # Few rows after the text filter: one pass computing each row's stage beats re-running the search.
-                sql = f"SELECT {stage_sql(p, now)} AS st, count(*) FROM client_links l WHERE {w} GROUP BY st"
-                for st, n in self._conn.execute(sql, params):
+                sql = (f"SELECT {stage_sql(p, now)} AS st, count(*) FROM client_links l"
+                       f" WHERE {side} AND {text_sql} GROUP BY st")
+                for st, n in self._conn.execute(sql, params + text_params):
                     counts[_STAGE_BY_VALUE[st]] += n
                 continue
-            for status, n in self._conn.execute(
-                f"SELECT l.status, count(*) FROM client_links l WHERE {w} GROUP BY l.status", params
-            ):
-                g = _group_of(plan, status)
-                if len(g.outcomes) == 1:
-                    counts[g.when_no_invitation] += n
-            for g in plan:
-                if len(g.outcomes) == 1:
-                    continue
-                sql = (
-                    f"SELECT {_group_stage_sql(g, now_us, 'l.invited_at')} AS st, count(*) FROM client_links l"
-                    f" WHERE {w} AND {_status_condition(g, plan, 'l.status')} GROUP BY st"
-                )
-                for st, n in self._conn.execute(sql, params):
-                    counts[_STAGE_BY_VALUE[st]] += n
+            for stage in Stage:  # disjoint index-range counts (stage_predicate_parts)
+                for part in stage_predicate_parts(p, stage, now):
+                    counts[stage] += self._conn.execute(
+                        f"SELECT count(*) FROM client_links l WHERE {side} AND {part}", params
+                    ).fetchone()[0]
         return counts
 
     # ---------------------------------------------------------------- hierarchy and tree

@@ -1031,6 +1031,21 @@ def test_text_filter_matches_a_plain_substring_search(cache, needle):
         assert got == want, (needle, fts)
 
 
+@pytest.mark.parametrize("sort", SORTS)
+def test_common_needles_walk_the_sort_index_with_the_same_answer(cache, monkeypatch, sort):
+    links = [link(i, S.LinkPending if i % 3 else S.Active, client_entity_name=f"{'acme' if i % 2 else 'other'} {i:02d}",
+                  last_modified_date_time=T0 - timedelta(hours=i)) for i in range(1, 41)]
+    sync(cache, T0, links)
+    q = dict(customer_id=AGENCY, perspective=Perspective.SENT, text="ACME", sort=sort, now=T0)
+    via_index = [cache.inbox_page(offset=o, limit=6, **q) for o in (0, 6)]
+    assert not cache._common_needle("acme")
+    monkeypatch.setattr(cache_mod, "_DENSE_NEEDLE", 5)  # now "acme" (20 matches) counts as common
+    assert cache._common_needle("acme") and not cache._common_needle("acme 01")
+    walked = [cache.inbox_page(offset=o, limit=6, **q) for o in (0, 6)]
+    assert walked == via_index and len(walked[0]) == 6
+    assert all("acme" in r.client_entity_name for page in walked for r in page)
+
+
 def test_search_index_follows_targeted_writes(cache):
     sync(cache, T0, TEXT_LINKS)
     cache.upsert_links([link(4, client_entity_name="Renamed Widgets")], T0)
