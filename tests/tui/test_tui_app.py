@@ -1,0 +1,198 @@
+"""The app's conventions, on a small fake world over the real cache: keys, help, palette, errors, untrusted text,
+sync progress and cancel, keymaps, and the invitation form's live validation."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import pkgutil
+
+import pytest
+from conftest import SIZE, Notes, flat, screen_text, see, wait_until
+from textual.binding import Binding
+from textual.widgets import Input, Select
+
+import linkdesk.tui
+from linkdesk.core import paths
+from linkdesk.core.model import ClientLinkStatus as S
+from linkdesk.tui.app import LinkdeskApp
+from linkdesk.tui.screens.confirm import ConfirmationModal
+from linkdesk.tui.screens.error import ErrorModal
+from linkdesk.tui.screens.help import HelpScreen
+from linkdesk.tui.screens.invite import InvitationScreen
+
+
+def _tui_classes():
+    for info in pkgutil.walk_packages(linkdesk.tui.__path__, prefix="linkdesk.tui."):
+        module = importlib.import_module(info.name)
+        for _, cls in inspect.getmembers(module, inspect.isclass):
+            if cls.__module__ == module.__name__ and "BINDINGS" in cls.__dict__:
+                yield cls
+
+
+def test_every_binding_has_an_id_and_a_description():
+    classes = list(_tui_classes())
+    assert len(classes) >= 10
+    for cls in classes:
+        for binding in cls.__dict__["BINDINGS"]:
+            assert isinstance(binding, Binding), f"{cls.__name__}: {binding!r} is not a Binding"
+            assert binding.id, f"{cls.__name__}: the binding for {binding.key!r} has no id"
+            assert binding.description, f"{cls.__name__}: the binding {binding.id} has no description"
+
+
+def test_design_keys_are_bound():
+    from linkdesk.tui.screens.inbox import InboxView
+
+    keys = {key for b in LinkdeskApp.BINDINGS + InboxView.BINDINGS for key in b.key.split(",")}
+    for key in ("1", "2", "n", "slash", "s", "question_mark", "f1", "q", "c", "u", "r", "a", "x"):
+        assert key in keys, key
+
+
+async def test_help_lists_the_keys_of_the_current_screen(fake_session):
+    app = LinkdeskApp(session=fake_session, clock=fake_session.clock)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("question_mark")
+        await wait_until(pilot, lambda: isinstance(app.screen, HelpScreen), what="help")
+        text = await see(pilot, app, "Help — Link inbox")
+        for words in ("Filter", "Next stage", "Sort", "Cancel invitation", "Request unlink", "Sync", "Quit",
+                      "grouped by lifecycle stage"):
+            assert words in text, words
+        await pilot.press("escape")
+        await pilot.press("1", "f1")
+        await see(pilot, app, "Help — Clients tree")
+
+
+async def test_the_palette_offers_only_what_the_user_may_do_now(fake_session):
+    app = LinkdeskApp(session=fake_session, clock=fake_session.clock)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: app.main.inbox.link_list.row_count > 0, what="the inbox")
+        titles = [c.title for c in app.palette_commands(app.screen)]
+        assert any(t.startswith("Cancel invitation: account Account 3001") for t in titles)
+        assert not any(t.startswith(("Accept", "Decline", "Request unlink")) for t in titles)
+        assert any(t.startswith("Act as vic") for t in titles) and "Advance the simulator clock +31 days" in titles
+
+        app.switch_identity(14)  # the Viewer: may look, not act
+        await wait_until(pilot, lambda: app.identity.user_id == 14, what="the switch")
+        titles = [c.title for c in app.palette_commands(app.screen)]
+        assert not any(t.startswith("Cancel invitation") for t in titles)
+
+        await pilot.press("ctrl+p")
+        await pilot.pause(0.3)
+        assert "Show link inbox" in flat(screen_text(app))
+
+
+async def test_a_failing_worker_shows_a_sentence_never_a_traceback(tmp_path):
+    from tui_fakes import FakeSession
+
+    session = FakeSession(tmp_path, fail_sync=RuntimeError("boom [bold]x[/]"))
+    session.write_cache()
+    app = LinkdeskApp(session=session, clock=session.clock)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: isinstance(app.screen, ErrorModal), what="the error dialog")
+        text = await see(pilot, app, "Sync failed")
+        assert "Something went wrong (RuntimeError: boom [bold]x[/])" in text
+        assert "Traceback" not in text and "File \"" not in text
+        await pilot.press("enter")
+        assert not isinstance(app.screen, ErrorModal)
+        assert app._syncing is False and app.status.phase is None
+
+
+async def test_client_text_is_literal_on_every_screen(tmp_path):
+    from tui_fakes import FakeSession
+
+    session = FakeSession(tmp_path, markup_names=True)
+    session.write_cache()
+    app = LinkdeskApp(session=session, clock=session.clock)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: app.main.inbox.link_list.row_count > 0, what="the inbox")
+        await pilot.press("right_square_bracket", "right_square_bracket", "right_square_bracket")  # Active
+        text = await see(pilot, app, "[bold red]x[/]")  # Client A's name, in the Client column
+        await pilot.press("left_square_bracket", "left_square_bracket", "left_square_bracket", "left_square_bracket")
+        await see(pilot, app, "[link=https://e.com]y")  # Client B, All stage
+        await pilot.press("enter")  # detail
+        await see(pilot, app, "Link detail")
+        await pilot.press("c")  # confirmation names the client literally
+        text = await see(pilot, app, "Cancel invitation?")
+        assert "[link=https://e.com]y" in text or "[bold red]x[/]" in text
+        await pilot.press("n", "escape", "1")
+        clients = app.main.clients.tree.root.children[1]
+        await wait_until(pilot, lambda: len(clients.children) >= 2, what="client customers")
+        text = flat(screen_text(app))
+        assert "[bold red]x[/]" in text and "[link=https://e.com]y" in text
+        assert "\x1b" not in screen_text(app)
+
+
+async def test_sync_progress_shows_and_esc_stops_it(tmp_path):
+    from tui_fakes import FakeSession
+
+    session = FakeSession(tmp_path, sync_delay=30)
+    session.write_cache()
+    app = LinkdeskApp(session=session, clock=session.clock)
+    notes = Notes(app)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: app.status.phase is not None, what="the sync to start")
+        text = await see(pilot, app, "esc stops")
+        assert "Reading links" in text and "Stop sync" in text
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: app.status.phase is None, what="the sync to stop")
+        assert "Sync stopped" in notes.text()
+
+
+async def test_keys_can_be_remapped_by_binding_id(fake_session):
+    paths.write_config({"keymap": {"app.sync": "ctrl+r"}})
+    app = LinkdeskApp(session=fake_session, clock=fake_session.clock, sync_on_start=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        await pilot.press("s")
+        await pilot.pause(0.2)
+        assert fake_session.calls == []
+        await pilot.press("ctrl+r")
+        await wait_until(pilot, lambda: fake_session.calls == [("sync",)], what="a sync")
+
+
+async def test_invitation_form_checks_live_in_the_rules_words(fake_session):
+    app = LinkdeskApp(session=fake_session, clock=fake_session.clock, sync_on_start=False)
+    notes = Notes(app)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("n")
+        await wait_until(pilot, lambda: isinstance(app.screen, InvitationScreen), what="the form")
+        form = app.screen
+        text = await see(pilot, app, "Give the client account id or its number.")
+        await pilot.press(*"3001")  # Client B's B1 has a pending invitation: named, with its status and date
+        text = await see(pilot, app, "already has a link")
+        assert "LinkPending" in text and "Oct 2025" in text
+        form.query_one("#invite-client-id", Input).value = "3002"  # expired: may be invited again
+        form.query_one("#invite-client-number", Input).value = "F3002"
+        await see(pilot, app, "not both")
+        form.query_one("#invite-client-number", Input).value = ""
+        form.query_one("#invite-name", Input).value = "n" * 41
+        text = await see(pilot, app, "at most 40 characters")
+        assert "41/40" in text
+        form.query_one("#invite-name", Input).value = "Contoso for B2"
+        form.query_one("#invite-type", Select).value = "CustomerLink"
+        await pilot.pause()
+        assert not form.query_one("#invite-bill-row").display and form.query_one("#invite-permission-row").display
+        form.query_one("#invite-type", Select).value = "AccountLink"
+        form.query_one("#invite-bill-to", Select).value = "agency"
+        text = await see(pilot, app, "Ready to send.")
+        assert "takes over billing" in text
+        await pilot.press("ctrl+s")
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmationModal), what="the summary")
+        await see(pilot, app, "Send this invitation?")
+        await pilot.press("y")
+        await wait_until(pilot, lambda: not isinstance(app.screen, (InvitationScreen, ConfirmationModal)),
+                         what="the form to close")
+        assert fake_session.links[next(k for k in fake_session.links if k.client_entity_id == 3002)].status \
+            == S.LinkPending
+        assert "Invitation sent" in notes.text()
+
+
+@pytest.mark.parametrize("role_user", [13, 14])
+async def test_read_only_roles_see_why_they_cannot_invite(fake_session, role_user):
+    fake_session.switch_identity(role_user)
+    app = LinkdeskApp(session=fake_session, clock=fake_session.clock, sync_on_start=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("n")
+        await wait_until(pilot, lambda: isinstance(app.screen, InvitationScreen), what="the form")
+        text = await see(pilot, app, "Only a Super Admin or Standard User of Contoso Agency")
+        assert "you are a" in text

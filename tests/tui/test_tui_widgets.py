@@ -1,0 +1,197 @@
+"""The virtual link list and the lazy clients tree, on their own: what they read, what they draw, and when."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from conftest import SIZE, flat, screen_text, wait_until
+from textual.app import App, ComposeResult
+from textual.widgets import Tree
+
+from linkdesk.tui.widgets.clients_tree import PAGE, ClientsTree
+from linkdesk.tui.widgets.link_list import Column, LinkList, column_widths, fit
+
+
+@dataclass(frozen=True)
+class Row:
+    n: int
+    name: str
+
+
+class CountingSource:
+    """100,000 rows that exist only when a page is asked for; records every page read."""
+
+    def __init__(self, total: int = 100_000, name=lambda n: f"client {n:06d}") -> None:
+        self.total = total
+        self.name = name
+        self.pages: list[tuple[int, int]] = []
+        self.counts = 0
+
+    def count(self) -> int:
+        self.counts += 1
+        return self.total
+
+    def page(self, offset: int, limit: int):
+        self.pages.append((offset, limit))
+        return [Row(n, self.name(n)) for n in range(offset, min(self.total, offset + limit))]
+
+
+COLUMNS = (Column("n", "N", 7, align="right"), Column("name", "Name", 10, flex=1))
+
+
+def cells(row: Row):
+    return ((str(row.n), "dim"), (row.name, ""))
+
+
+class ListApp(App):
+    def __init__(self, source) -> None:
+        super().__init__()
+        self.source = source
+        self.selected: list[Row] = []
+
+    def compose(self) -> ComposeResult:
+        yield LinkList(COLUMNS, cells, id="list")
+
+    def on_mount(self) -> None:
+        self.query_one(LinkList).set_source(self.source)
+        self.query_one(LinkList).focus()
+
+    def on_link_list_selected(self, event: LinkList.Selected) -> None:
+        self.selected.append(event.row)
+
+
+def test_column_widths_share_the_spare_width_and_fit_pads_or_cuts():
+    widths = column_widths([Column("a", "A", 5), Column("b", "B", 4, flex=1), Column("c", "C", 4, flex=3)], 40)
+    assert widths[0] == 5 and sum(widths) + 2 == 40 and widths[2] > widths[1]
+    assert fit("abcdef", 4) == "abc…" and fit("ab", 4) == "ab  " and fit("ab", 4, "right") == "  ab"
+    assert fit("東京タワー", 5) == "東京…"  # wide characters count two cells
+
+
+async def test_only_visible_pages_are_read_and_a_cursor_move_repaints_two_lines():
+    source = CountingSource()
+    app = ListApp(source)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        link_list = app.query_one(LinkList)
+        assert link_list.row_count == 100_000
+        assert source.pages == [(0, 100)]  # the first frame reads one page of 100, not 100,000 rows
+
+        rendered: list[int] = []
+        original = link_list._render_row
+
+        def counting(index, width, is_cursor, base):
+            rendered.append(index)
+            return original(index, width, is_cursor, base)
+
+        link_list._render_row = counting
+        await pilot.press("j")
+        await pilot.pause()
+        assert link_list.cursor == 1
+        assert sorted(rendered) == [0, 1]  # the old and the new cursor line, nothing else
+
+        await pilot.press("G")  # the last row: one more page read, at the end
+        await pilot.pause()
+        assert link_list.cursor == 99_999
+        assert source.pages[-1] == (99_900, 100) and len(source.pages) == 2
+        assert "client 099999" in screen_text(app)
+
+        await pilot.press("g", "pagedown", "pagedown")
+        await pilot.pause()
+        assert link_list.cursor > 40 and len(source.pages) == 2  # back within the first page: read from the LRU
+
+        await pilot.press("enter")
+        await pilot.pause()
+        assert app.selected and app.selected[-1].n == link_list.cursor
+
+
+async def test_client_text_in_rows_is_drawn_literally():
+    names = {0: "[bold red]x[/]", 1: "[link=https://e.com]y", 2: "\x1b[31mred\x1b[0m"}
+    from linkdesk.tui.text import clean
+
+    source = CountingSource(3, name=lambda n: clean(names[n]))
+    app = ListApp(source)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        text = screen_text(app)
+        assert "[bold red]x[/]" in text and "[link=https://e.com]y" in text
+        assert "red" in text and "\x1b" not in text
+
+
+async def test_an_empty_list_says_so():
+    app = ListApp(CountingSource(0))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        assert "Nothing to show." in screen_text(app)
+        await pilot.press("enter", "j")
+        assert app.selected == []
+
+
+class TreeApp(App):
+    def __init__(self, session) -> None:
+        super().__init__()
+        self.session = session
+
+    def compose(self) -> ComposeResult:
+        yield ClientsTree(self.session.clock, id="tree")
+
+    def on_mount(self) -> None:
+        tree = self.query_one(ClientsTree)
+        tree.load(self.session.cache(), 1000)
+        tree.focus()
+
+
+def _labels(node) -> list[str]:
+    return [str(child.label) for child in node.children]
+
+
+async def test_tree_children_load_when_opened_one_page_at_a_time(tmp_path):
+    from tui_fakes import CLIENT_B, FakeSession
+
+    session = FakeSession(tmp_path, extra_links=450)  # Client B: 3 own accounts + 450 linked ones
+    session.write_cache()
+    app = TreeApp(session)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        tree = app.query_one(ClientsTree)
+        clients = tree.root.children[1]
+        customers = {node.data.id: node for node in clients.children}
+        client_b = customers[CLIENT_B]
+        assert len(client_b.children) == 0  # nothing read before it is opened
+        client_b.expand()
+        await wait_until(pilot, lambda: len(client_b.children) > 0, what="the first page")
+        assert len(client_b.children) == PAGE + 1
+        more = client_b.children[-1]
+        assert more.data.kind == "more" and "253 more" in str(more.label)
+        tree.move_cursor(more)
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: len(client_b.children) == 2 * PAGE + 1, what="the second page")
+        more = client_b.children[-1]
+        tree.move_cursor(more)
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: client_b.children[-1].data.kind != "more", what="the last page")
+        assert len(client_b.children) == 453
+        assert len({n.data.id for n in client_b.children}) == 453  # no account twice
+
+
+async def test_tree_labels_are_literal_and_reopen_after_a_reload(tmp_path):
+    from tui_fakes import CLIENT_A, FakeSession
+
+    session = FakeSession(tmp_path, markup_names=True)
+    session.write_cache()
+    app = TreeApp(session)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        tree = app.query_one(ClientsTree)
+        client_a = next(n for n in tree.root.children[1].children if n.data.id == CLIENT_A)
+        client_a.expand()
+        await wait_until(pilot, lambda: len(client_a.children) == 2, what="Client A's accounts")
+        tree.move_cursor(client_a.children[1])
+        await pilot.pause()
+        text = flat(screen_text(app))
+        assert "[bold red]x[/]" in text and "[link=https://e.com]y" in text and "A2 red" in text
+
+        tree.load(session.cache(), 1000)  # as after a sync
+        await wait_until(pilot, lambda: tree.cursor_node is not None and tree.cursor_node.data.kind == "account",
+                         what="the cursor back on the account")
+        assert tree.cursor_node.data.id == 2002
+        assert isinstance(tree, Tree)
