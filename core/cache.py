@@ -1757,7 +1757,7 @@ class Cache:
         pending = f"l.status = {_lit(_PENDING)}"
         d = "DESC" if descending else "ASC"
         n_pending = self._conn.execute(
-            f"SELECT count(*) FROM client_links l WHERE {where} AND {pending}", params
+            f"SELECT count(*) FROM client_links l {hint} WHERE {where} AND {pending}", params
         ).fetchone()[0]
         ids: list[int] = []
         if offset < n_pending:
