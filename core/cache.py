@@ -1820,16 +1820,20 @@ class Cache:
         Without text: sums of index-range counts over (customer, status, invited_at), no row read. With text: one
         pass over the matches."""
         counts = {s: 0 for s in Stage}
-        now_us = _to_us(now)
-        assert now_us is not None
         text_sql, text_params = self._text_condition(text)
+        if text_sql:
+            # One search; each match's stage computed for its side.
+            sides = self._sides(customer_id, perspective)
+            stage_expr = " ".join(
+                ["CASE"] + [f"WHEN {side} THEN ({stage_sql(p, now)})" for p, side, _ in sides] + ["END"]
+            )
+            side_params = [v for _, _, ps in sides for v in ps]
+            sql = (f"SELECT {stage_expr} AS st, count(*) FROM client_links l"
+                   f" WHERE ({' OR '.join(f'({side})' for _, side, _ in sides)}) AND {text_sql} GROUP BY st")
+            for st, n in self._conn.execute(sql, side_params + side_params + text_params):
+                counts[_STAGE_BY_VALUE[st]] += n
+            return counts
         for p, side, params in self._sides(customer_id, perspective):
-            if text_sql:
-                sql = (f"SELECT {stage_sql(p, now)} AS st, count(*) FROM client_links l"
-                       f" WHERE {side} AND {text_sql} GROUP BY st")
-                for st, n in self._conn.execute(sql, params + text_params):
-                    counts[_STAGE_BY_VALUE[st]] += n
-                continue
             for stage in Stage:  # disjoint index-range counts (stage_predicate_parts)
                 for part in stage_predicate_parts(p, stage, now):
                     counts[stage] += self._conn.execute(
