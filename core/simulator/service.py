@@ -144,12 +144,6 @@ def apply_due(tx: Tx, now: datetime) -> int:
         applied += len(rows)
 
 
-def has_due(state: State, now: datetime) -> bool:
-    with state.read() as tx:
-        nxt = tx.next_due()
-    return nxt is not None and nxt <= now
-
-
 def advance(state: State, duration: timedelta) -> tuple[datetime, int]:
     """Move the simulated clock forward and apply what came due; returns (new now, transitions applied)."""
     with state.write() as tx:
