@@ -695,3 +695,30 @@ def test_find_accounts_or_customers(env):
     assert len(env.call("FindAccountsOrCustomersInfo", SA, {"Filter": "", "TopN": 3})[
         "AccountInfoWithCustomerData"]) == 3
     assert env.api_fault("FindAccountsOrCustomersInfo", SA, {"Filter": "a", "TopN": 0}) == [201]
+
+
+def test_due_transitions_are_applied_lazily_by_the_next_request(env):
+    # Another process (or plain time) moved the clock without applying anything: the next request catches up.
+    with env.state.write() as tx:
+        clock = tx.clock()
+        clock.advance("31d")
+        tx.save_clock(clock)
+        assert tx.latest_link(149000005, "AccountLink", AGENCY).link.status == S.LinkPending
+    env.call("GetCurrentUser", SA)  # any operation, even one that only reads
+    assert env.link(149000005).status == S.LinkExpired
+    assert env.link(149000011).status == S.Active  # LinkAccepted -> LinkInProgress -> Active, chained
+
+
+def test_update_items_by_numbers_and_malformed_items(env):
+    link = env.link(149000005)
+    by_number = link.to_wire()
+    by_number.pop("ClientEntityId")
+    by_number.pop("ManagingCustomerId")
+    assert env.update(SA, {**by_number, "Status": "LinkCanceled"}) == [[3083, 3083]]  # found, but ids must be echoed
+    assert env.update(SA, {"ClientEntityNumber": "NOSUCHONE", "ManagingCustomerId": AGENCY,
+                           "Status": "LinkCanceled"}) == [[210]]
+    assert env.update(SA, {"ClientEntityId": 149000005, "Status": "LinkCanceled"}) == [
+        [rules.E_ID_OR_NUMBER_REQUIRED]]
+    assert env.update(SA, {**link.to_wire(), "Type": "PartnerLink"}, None) == [
+        [rules.E_LINK_TYPE_INVALID], [rules.E_FIELD_INVALID]]
+    assert env.link(149000005).status == S.LinkPending
