@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Callable
 
+from rich.console import Group
+from rich.table import Table
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
@@ -123,22 +125,31 @@ class ClientsView(Horizontal):
 
     # -- the detail pane --------------------------------------------------------------------------------------------
 
-    def _describe(self, ref: NodeRef | None) -> Text:
+    def _describe(self, ref: NodeRef | None) -> Any:
+        """The detail pane for a node: a title, a grid of fields, then sentences (all client text literal)."""
         if ref is None or self._cache is None:
             return Text("")
         styles = palette.styles(self.app)
         now = self._clock()
+        parts: list[Any] = []
         out = Text()
+        grid: Table | None = None
 
         def field(label: str, value: Text | str) -> None:
-            out.append(f"{label:<14}", style="dim")
-            out.append_text(value if isinstance(value, Text) else Text(value))
-            out.append("\n")
+            nonlocal grid, out
+            if grid is None:
+                parts.append(out)
+                grid = Table.grid(padding=(0, 1))
+                grid.add_column(style="dim", no_wrap=True, width=13)
+                grid.add_column(ratio=1)
+                parts.append(grid)
+                out = Text()
+            grid.add_row(Text(label), value if isinstance(value, Text) else Text(value))
 
         if ref.kind == "agency":
             customer = ref.item
             out.append(clean(customer.name if customer else f"Customer {ref.id}"), style="bold")
-            out.append("\nYour agency\n\n")
+            out.append("\nYour agency\n")
             field("Customer id", str(ref.id))
             if customer is not None and customer.number:
                 field("Number", clean(customer.number))
@@ -148,7 +159,7 @@ class ClientsView(Horizontal):
         elif ref.kind == "user":
             item = ref.item
             out.append(clean(item.display_name or item.user_name), style="bold")
-            out.append("\n\n")
+            out.append("\n")
             field("User name", clean(item.user_name))
             field("User id", str(item.user_id))
             field("Role", item.role.label if item.role else "none")
@@ -169,7 +180,7 @@ class ClientsView(Horizontal):
         elif ref.kind == "customer":
             item = ref.item
             out.append(clean(item.name) if item.name else "Client not known yet", style="bold")
-            out.append("\n\n")
+            out.append("\n")
             if item.customer_id is not None:
                 field("Customer id", str(item.customer_id))
             if item.number:
@@ -182,7 +193,7 @@ class ClientsView(Horizontal):
         elif ref.kind == "account":
             item = ref.item
             out.append(clean(item.name) if item.name else f"Account {item.account_id}", style="bold")
-            out.append("\n\n")
+            out.append("\n")
             field("Account id", str(item.account_id))
             if item.number:
                 field("Number", clean(item.number))
@@ -194,17 +205,19 @@ class ClientsView(Horizontal):
                 field("Link", "none with your agency")
                 out.append("\nEnter or n invites this account.", style="italic")
             else:
-                field("Link", Text(clean(status), style=styles[palette.status_stage(status)]))
-                out.append(f"{'':<14}{rules.status_text(status)}\n")
+                field("Link", Text.assemble((clean(status), styles[palette.status_stage(status)]), "\n",
+                                            rules.status_text(status)))
                 field("Bill to", bill_to_text(item.is_bill_to_client))
                 if status == ClientLinkStatus.LinkPending and item.invited_at is not None:
                     field("Invited", date(item.invited_at))
                     field("Days left", days_left_text(rules.days_left(item.invited_at, now)) or "—")
                 out.append("\n")
-                agency = clean(self._actor.customer_name) if self._actor and self._actor.customer_name else "your agency"
+                agency = clean(self._actor.customer_name) if self._actor and self._actor.customer_name \
+                    else "your agency"
                 out.append(link_billing(item.is_bill_to_client, status in rules.ACTIVE_LIKE, agency=agency),
                            style="italic")
                 out.append("\n\nEnter opens the link's details, timeline and actions.", style="italic")
         elif ref.kind == "more":
             out.append("Enter shows the next page.", style="italic")
-        return out
+        parts.append(out)
+        return Group(*parts)

@@ -144,19 +144,28 @@ class LinkDetailScreen(Screen[None]):
         others = who_may(ctx.link, ctx.client_customer_id, now, ctx.invited_at if ctx.days_left is not None else None)
         table = Table.grid(padding=(0, 1))
         table.add_column(no_wrap=True)
-        table.add_column(no_wrap=True)
+        table.add_column(max_width=24)
         table.add_column(ratio=1)
+        # Allowed actions one per line; refused ones grouped when the rules give the same reason.
+        groups: list[tuple[list[rules.ActionOption], str | None]] = []
         for option in sorted(ctx.options, key=lambda o: not o.allowed):
-            key = Text(f" {ACTION_KEYS[option.action]} ", style="bold reverse" if option.allowed else "dim")
-            label = Text(option.action.label, style="bold" if option.allowed else "dim")
-            if option.allowed:
-                what = Text(rules.ACTION_CONSEQUENCES[option.action])
+            if not option.allowed and groups and not groups[-1][0][0].allowed and groups[-1][1] == option.reason:
+                groups[-1][0].append(option)
             else:
-                what = Text(clean(option.reason or "Not possible now.", max_chars=500), style="dim")
-            who = others.get(option.action) or []
+                groups.append(([option], option.reason))
+        for options, reason in groups:
+            allowed = options[0].allowed
+            keys = Text(" " + " ".join(ACTION_KEYS[o.action] for o in options) + " ",
+                        style="bold reverse" if allowed else "dim")
+            label = Text(", ".join(o.action.label for o in options), style="bold" if allowed else "dim")
+            if allowed:
+                what = Text(rules.ACTION_CONSEQUENCES[options[0].action])
+            else:
+                what = Text(clean(reason or "Not possible now.", max_chars=500), style="dim")
+            who = sorted({w for o in options for w in others.get(o.action) or []})
             if who:
                 what.append(f"  (can be done by: {', '.join(who)})", style="italic dim")
-            table.add_row(key, label, what)
+            table.add_row(keys, label, what)
         heading = Text("What you can do now", style="bold")
         actor: Any = getattr(self.app, "identity", None)
         if actor is not None:

@@ -13,7 +13,7 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Input, Static, Tab, Tabs
 
 from linkdesk.core import rules
-from linkdesk.core.model import Actor, LinkType, Perspective, Stage
+from linkdesk.core.model import Actor, LinkType, Party, Perspective, Stage
 
 from ..messages import LinkActionRequested, OpenLink
 from ..source import SORTS, InboxLine, InboxQuery, InboxSource, LinkContext, link_context, stage_counts
@@ -85,6 +85,12 @@ def row_cells(line: InboxLine, now: datetime) -> Sequence[Cell]:
     )
 
 
+_AGENCY_FIRST = (rules.Action.CANCEL, rules.Action.UNLINK, rules.Action.REINVITE, rules.Action.ACCEPT,
+                 rules.Action.DECLINE)
+_CLIENT_FIRST = (rules.Action.ACCEPT, rules.Action.DECLINE, rules.Action.CANCEL, rules.Action.UNLINK,
+                 rules.Action.REINVITE)
+
+
 def action_summary(ctx: LinkContext) -> Text:
     """'a Accept · x Decline' for allowed actions, then the first refusal in words (the preview line)."""
     out = Text()
@@ -95,7 +101,11 @@ def action_summary(ctx: LinkContext) -> Text:
         out.append(ACTION_KEYS[option.action], style="bold reverse")
         out.append(f" {option.action.label}")
     if not allowed:
-        refused = [o for o in ctx.options if not o.allowed and o.reason]
+        # Explain the refusal of what this side would normally do: the agency cancels, unlinks or re-invites; the
+        # client accepts or declines.
+        order = _CLIENT_FIRST if ctx.party == Party.CLIENT else _AGENCY_FIRST
+        refused = sorted((o for o in ctx.options if not o.allowed and o.reason),
+                         key=lambda o: order.index(o.action))
         out.append("Nothing to do now", style="bold")
         if refused:
             out.append(": ")

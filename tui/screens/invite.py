@@ -326,6 +326,9 @@ def _summary(draft: ClientLink, app: Any) -> Text:
     if cache is not None and isinstance(draft.client_entity_id, int):
         found = cache.account(draft.client_entity_id) if what == "account" else cache.customer(draft.client_entity_id)
         name = found.name if found is not None else None
+        if not name:  # not visible to the agency (yet): an earlier link still names it
+            earlier = [lk for lk in cache.links_for_entity(draft.client_entity_id) if lk.client_entity_name]
+            name = earlier[0].client_entity_name if earlier else None
     out = Text()
     out.append(f"{_who(app)} invites the client {what} ", style="")
     if name:
