@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import re
-import statistics
 import subprocess
 import sys
 import threading
@@ -776,10 +775,8 @@ def test_paging_is_concurrent(api, stub):
     # 8 pages at 0.15 s each: sequential ≥ 1.2 s; with 4 in flight about 0.3-0.45 s.
     api.warm_up(4)
     stub.handler = _paged_handler(750, delay=0.15)
-    t = time.perf_counter()
     assert len(list(api.iter_client_links(PRED, concurrency=4))) == 750
-    assert time.perf_counter() - t < 1.0
-    assert stub.max_in_flight == 4
+    assert stub.max_in_flight == 4  # bounded concurrency, observed at the server (bench/ measures the speed-up)
 
 
 def test_paging_exact_multiple_stops_at_the_empty_page(api, stub):
@@ -983,33 +980,6 @@ def test_get_customer(api, stub):
 # --------------------------------------------------------------------------------------------------------------------
 # Parse cost: raw path vs suds objects (the reason for the raw path)
 # --------------------------------------------------------------------------------------------------------------------
-
-
-def test_raw_parse_is_much_faster_than_suds_objects(api, stub, auth, capsys):
-    """Median of 5 loopback calls returning a 100-link page: the adapter vs the SDK building suds objects."""
-    from bingads.authorization import AuthorizationData
-    from bingads.service_client import ServiceClient
-
-    reply = search_page(0, 100)
-    sdk = ServiceClient("CustomerManagementService", 13, location=stub.url,
-                        authorization_data=AuthorizationData(developer_token=DEV, authentication=auth))
-    args = {"Predicates": {"Predicate": [{"Field": "DirectManagingCustomerId", "Operator": "Equals",
-                                          "Value": "251000001"}]}, "PageInfo": {"Index": 0, "Size": 100}}
-    stub.handler = lambda req: reply
-    api.warm_up()
-    raw_t, suds_t = [], []
-    for _ in range(5):
-        t = time.perf_counter()
-        assert len(api.search_client_links(PRED)) == 100
-        raw_t.append(time.perf_counter() - t)
-        t = time.perf_counter()
-        assert len(sdk.SearchClientLinks(**args).ClientLink) == 100
-        suds_t.append(time.perf_counter() - t)
-    ratio = statistics.median(suds_t) / statistics.median(raw_t)
-    with capsys.disabled():
-        print(f"\n100-link SearchClientLinks over loopback: adapter {statistics.median(raw_t) * 1000:.1f} ms, "
-              f"suds objects {statistics.median(suds_t) * 1000:.1f} ms, ratio {ratio:.1f}x")
-    assert ratio > 5  # measured ≈ 20x on the dev machine; a loose bound so a loaded CI box does not flake
 
 
 # --------------------------------------------------------------------------------------------------------------------

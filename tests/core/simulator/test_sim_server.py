@@ -5,7 +5,6 @@ from __future__ import annotations
 import http.client
 import logging
 import socket
-import statistics
 import threading
 import time
 from datetime import datetime, timedelta, timezone
@@ -678,7 +677,7 @@ def test_before_request_hook_latency_override_fault_and_abort(cm, server, servic
     assert cm.GetUser(UserId=None).User is None
 
 
-def test_server_side_time_of_a_100_link_page(cm, server, service):
+def test_server_records_the_time_of_each_page(cm, server, service):
     links = [a_link(i, name=TRICKY_NAMES[i % 4][:40], note=f"note {i}") for i in range(100)]
     service.respond("SearchClientLinks", {"ClientLinks": links})
     server.stats.reset()
@@ -688,9 +687,7 @@ def test_server_side_time_of_a_100_link_page(cm, server, service):
             PageInfo={"Index": 0, "Size": 100}))) == 100
     timings = server.stats.timings("SearchClientLinks")
     assert len(timings) == 5 and all(t.status == 200 for t in timings)
-    median_ms = statistics.median(t.total for t in timings) * 1000
-    # parse + (fake) handle + serialise; measured ~3 ms. The whole page with the real logic must stay <= 20 ms.
-    assert median_ms < 20, median_ms
+    # The figure itself (target <= 20 ms per page) is measured by bench/, never asserted in the suite.
     summary = server.stats.summary()["SearchClientLinks"]
     assert summary["count"] == 5 and summary["max_ms"] >= summary["median_ms"]
     assert all(t.bytes_out > 50_000 for t in timings)
