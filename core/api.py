@@ -48,6 +48,11 @@ from .model import (
 )
 
 log = logging.getLogger(__name__)
+# Retry warnings belong in a log a developer configures (LINKDESK_DEBUG), never on the user's terminal through
+# Python's last-resort handler: the package logger gets a NullHandler, as libraries should.
+_pkg_log = logging.getLogger("linkdesk")
+if not any(isinstance(h, logging.NullHandler) for h in _pkg_log.handlers):
+    _pkg_log.addHandler(logging.NullHandler())
 
 # --------------------------------------------------------------------------------------------------------------------
 # Wire constants (namespace URIs; prefixes are unstable, P5)
@@ -798,6 +803,19 @@ class CustomerManagementApi:
         with self._pool_lock:
             self._idle.extend(built)
 
+    def renew_sign_in(self) -> None:
+        """Get fresh access tokens now (through the authentication's refresh token) and put them on every idle
+        client, e.g. after the simulator's clock jumped past their expiry. Raises what the token request raises."""
+        tokens = getattr(self._authentication, "oauth_tokens", None)
+        refresh_token = getattr(tokens, "refresh_token", None)
+        if not refresh_token or not hasattr(self._authentication, "request_oauth_tokens_by_refresh_token"):
+            return
+        self._authentication.request_oauth_tokens_by_refresh_token(refresh_token)
+        with self._pool_lock:
+            idle = list(self._idle)
+        for pooled in idle:  # the SDK writes the token into the SOAP headers when options are set
+            pooled.service.set_options(**pooled.service._options)
+
     def close(self) -> None:
         """Stop the paging threads. Calls made after close() still work (one at a time)."""
         ex, self._executor = self._executor, None
@@ -881,11 +899,15 @@ class CustomerManagementApi:
 
     def _response(self, root: ET.Element | None, op: str, *, write: bool) -> tuple[ET.Element, str | None]:
         body = _body(root)
+        # A garbled reply (a proxy's page, a cut-off body) is transient: a read is retried, a write is not (it may
+        # have been applied; ``_call`` retries writes only when they certainly were not sent).
         if body is None:
-            raise MalformedReply(operation=op, detail="the reply is not a SOAP envelope", maybe_applied=write)
+            raise MalformedReply(operation=op, detail="the reply is not a SOAP envelope", maybe_applied=write,
+                                 retryable=True)
         resp = body.find(_q(TNS, f"{op}Response"))
         if resp is None:
-            raise MalformedReply(operation=op, detail=f"the reply has no {op}Response element", maybe_applied=write)
+            raise MalformedReply(operation=op, detail=f"the reply has no {op}Response element", maybe_applied=write,
+                                 retryable=True)
         tracking = None
         assert root is not None
         for ns in (SOAP_ENV, SOAP12_ENV):
@@ -921,14 +943,15 @@ class CustomerManagementApi:
         if isinstance(exc, SAXException):
             # Status 200 (or unknown) with a body that is not XML.
             return MalformedReply(detail=f"the reply is not well-formed XML ({type(exc).__name__})",
-                                  maybe_applied=write, http_status=status, **common)
+                                  maybe_applied=write, http_status=status, retryable=True, **common)
         reason: BaseException = exc
         if isinstance(exc, urllib.error.URLError) and isinstance(exc.reason, BaseException):
             reason = exc.reason
         host = urlsplit(self.location).hostname if self.location else "Microsoft Advertising"
         if isinstance(reason, (TimeoutError, socket.timeout)):
             return ApiTimeout(
-                f"{host} did not answer within {self.timeout:g} seconds; "
+                f"{'The service at ' + host if self.location else host} did not answer within {self.timeout:g} "
+                "seconds; "
                 + ("the change may have been applied, so sync before trying again." if write else "try again later."),
                 retryable=True, maybe_applied=write, detail=type(reason).__name__, **common)
         if isinstance(reason, (ConnectionRefusedError, socket.gaierror)):

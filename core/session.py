@@ -34,9 +34,14 @@ if TYPE_CHECKING:
 
 from .actions import ActionResult  # noqa: E402  (light module; re-exported for the TUI)
 
+log = logging.getLogger(__name__)
+
 __all__ = ["ActionResult", "Identity", "NotSignedIn", "Session", "SessionError", "SyncProgress", "SyncResult"]
 
 SANDBOX_DEVELOPER_TOKEN = "BBD37VB98"
+#: Demo only: inject faults into the in-process simulator (``FaultPlan.parse`` text, e.g. ``rate=0.2,seed=3``), to
+#: see how linkdesk behaves when the service misbehaves. Never affects a live profile.
+ENV_DEMO_FAULTS = "LINKDESK_DEMO_FAULTS"
 
 
 class SessionError(Exception):
@@ -112,7 +117,8 @@ class Session:
              scale: int = 0, seed: int = 1) -> "Session":
         """Start the simulator in-process on 127.0.0.1 (ephemeral port) from the demo state and act as the agency's
         Super Admin. ``fresh`` resets the simulator's world and the demo cache. ``clock`` freezes time (tests,
-        screenshots); by default the simulator's virtual clock is the session's clock."""
+        screenshots); by default the simulator's virtual clock is the session's clock. ``$LINKDESK_DEMO_FAULTS``
+        (a ``FaultPlan.parse`` text) makes the simulator inject faults."""
         from .simulator.app import Simulator  # imports the simulator only now
 
         # The in-process simulator logs its internal errors with tracebacks; they belong in a log a developer
@@ -128,8 +134,19 @@ class Session:
             _remove_cache_files(cache_path)
         sim = Simulator(pdir / "simulator.sqlite", seed=seed, scale=scale, reset=fresh,
                         frozen_at=clock() if clock is not None else None)
+        plan = None
+        if os.environ.get(ENV_DEMO_FAULTS, "").strip():
+            from .simulator.faultinject import FaultPlan, FaultPlanError
+
+            try:
+                plan = FaultPlan.parse(os.environ[ENV_DEMO_FAULTS])
+            except FaultPlanError as exc:
+                raise SessionError(f"{ENV_DEMO_FAULTS} is not understood: {exc}") from None
         try:
             sim.start()
+            if plan is not None:
+                assert sim.server is not None
+                sim.server.before_request = plan
         except Exception as exc:  # the simulator's own errors are sentences already
             sim.stop()
             raise SessionError(f"The built-in simulator could not start: {exc}") from exc
@@ -337,11 +354,30 @@ class Session:
         except CacheError as exc:
             return SyncResult(False, False, 0, 0, str(exc))
         result = sync_mod.full_sync(cache, views, clock=self.clock, progress=progress, cancel=cancel)
+        if self.is_demo and not result.ok and _lost_demo_sign_in(result.error):
+            # Another process moved the simulator's clock and its expired tokens were forgotten: the demo signs in
+            # again by itself (fresh tokens from the simulator) rather than asking for `linkdesk auth login`.
+            self._drop_apis()
+            try:
+                views = self._views()
+            except ApiError as err:
+                self._note_error(err)
+                return result
+            result = sync_mod.full_sync(cache, views, clock=self.clock, progress=progress, cancel=cancel)
         if result.ok:
             self._online = True
         elif result.error is not None:
             self._note_error(result.error)
         return result
+
+    def _drop_apis(self) -> None:
+        with self._lock:
+            apis, self._apis = list(self._apis.values()), {}
+        for api in apis:
+            try:
+                api.close()
+            except Exception:
+                pass
 
     def _link_count(self) -> int:
         try:
@@ -405,9 +441,25 @@ class Session:
         d = parse_duration(duration)
         before = self._sim.now()
         now, applied = self._sim.advance(d)
+        self._renew_demo_sign_ins()
         changes = f"{applied} link change{'s' if applied != 1 else ''} came due" if applied else "nothing came due"
         return (f"The simulated clock moved {format_duration(now - before)} to {_fmt_time(now)}; {changes}. "
                 "Sync to see the effects.")
+
+    def _renew_demo_sign_ins(self) -> None:
+        """Demo: after the simulated clock jumped, every access token this session holds has expired, and the
+        simulator forgets expired tokens once they are a day old (it would then answer 105, "sign in again", instead
+        of 109). Fresh tokens now keep the session signed in; an API that cannot renew is rebuilt on next use."""
+        with self._lock:
+            apis = list(self._apis.items())
+        for uid, api in apis:
+            try:
+                api.renew_sign_in()
+            except Exception:
+                log.debug("renewing the demo sign-in of user %s failed; rebuilding it", uid, exc_info=True)
+                with self._lock:
+                    if self._apis.get(uid) is api:
+                        del self._apis[uid]
 
     def simulator_url(self) -> str | None:
         return self._sim.url if self._sim is not None else None
@@ -492,6 +544,12 @@ def demo_clock(home: Path | str | None = None) -> Callable[[], datetime] | None:
     finally:
         state.close()
     return virtual.now
+
+
+def _lost_demo_sign_in(err: Any) -> bool:
+    from .api import AuthError
+
+    return isinstance(err, AuthError) and err.code in (105, 109)
 
 
 def _remove_cache_files(cache_path: Path) -> None:

@@ -361,8 +361,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send(500, "text/xml; charset=utf-8", owner._fault_bytes(soap.internal_error(), tracking_id))
                 return
             if override is not None:
-                status, content_type, payload = override
-                self._send(status, content_type, payload)
+                status, content_type, payload, *rest = override
+                self._send(status, content_type, payload, rest[0] if rest else None)
                 return
         status, payload, timing = owner.process(body, action_header)
         owner.stats.record(timing)
@@ -374,7 +374,8 @@ class SoapServer:
 
     ``handler(request: soap.Request) -> dict`` returns the response payload (see ``soap.serialize_response``) or
     raises a ``faults.SimulatorFault``. ``before_request(ctx: HookContext)`` (optional, for injected latency or
-    faults) runs before parsing: it may sleep, return ``(status, content_type, bytes)`` to send instead, raise a
+    faults) runs before parsing: it may sleep, return ``(status, content_type, bytes)`` (or ``(status, content_type,
+    bytes, headers)``) to send instead, raise a
     SimulatorFault to answer with that fault, or raise ConnectionAbort to drop the connection. It can also be set
     or cleared later through the ``before_request`` attribute.
 
@@ -392,7 +393,7 @@ class SoapServer:
         max_body: int = DEFAULT_MAX_BODY,
         read_timeout: float = DEFAULT_READ_TIMEOUT,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
-        before_request: Callable[[HookContext], tuple[int, str, bytes] | None] | None = None,
+        before_request: Callable[[HookContext], tuple | None] | None = None,
     ):
         if host != LOOPBACK:
             raise ValueError(

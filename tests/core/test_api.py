@@ -327,13 +327,13 @@ def test_bad_values_are_a_malformed_reply(api, stub, field, value):
 
 
 def test_unexpected_response_element_is_malformed(api, stub):
-    stub.push(envelope('<GetUserResponse xmlns="https://bingads.microsoft.com/Customer/v13"/>'))
+    stub.push(*[envelope('<GetUserResponse xmlns="https://bingads.microsoft.com/Customer/v13"/>')] * 4)
     with pytest.raises(MalformedReply):
         api.search_client_links(PRED)
 
 
 def test_xml_that_is_not_soap_is_malformed(api, stub):
-    stub.push(Reply(200, "<html><body>hello</body></html>"))
+    stub.push(*[Reply(200, "<html><body>hello</body></html>")] * 4)
     with pytest.raises(MalformedReply):
         api.search_client_links(PRED)
 
@@ -657,10 +657,23 @@ def test_401_is_an_auth_error(api, stub):
 
 @pytest.mark.parametrize("body", ["<s:Envelope", "not xml at all", "<a><b></a>", ""])
 def test_malformed_200_is_malformed_reply(api, stub, body, sleeps):
-    stub.push(Reply(200, body))
+    # A garbled reply to a read is transient (a proxy, a cut-off body): retried with backoff, then reported.
+    stub.push(*[Reply(200, body)] * 4)
     with pytest.raises(MalformedReply) as info:
         api.get_user()
-    assert not info.value.retryable and sleeps == []
+    assert info.value.retryable and sleeps == [1.0, 2.0, 4.0]
+
+
+def test_a_malformed_reply_to_a_read_is_retried_once_good(api, stub, sleeps):
+    stub.push(Reply(200, "<s:Envelope"), search_reply(""))
+    assert api.search_client_links(PRED) == [] and sleeps == [1.0]
+
+
+def test_a_malformed_reply_to_a_write_is_never_retried(api, stub, sleeps):
+    stub.push(Reply(200, "<s:Envelope"))
+    with pytest.raises(MalformedReply) as info:
+        api.add_client_links(_links(1))
+    assert info.value.maybe_applied and sleeps == [] and len(stub.captured) == 1
 
 
 def test_connection_reset_is_service_unavailable_and_retried(api, stub, sleeps):
