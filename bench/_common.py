@@ -371,6 +371,15 @@ def api_for(url: str, user: str = AGENCY_ADMIN, **kwargs: Any) -> Any:
                                  location=url, **kwargs)
 
 
+def cpu_seconds(pid: int | str = "self") -> float | None:
+    """User + system CPU time a process has used so far (all its threads), in seconds."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 @dataclass
 class SyncRun:
     seconds: float
@@ -378,6 +387,8 @@ class SyncRun:
     links: int
     message: str
     phases: dict[str, float]
+    #: CPU seconds this process used per phase (all threads): the client's own work, whatever else the machine does.
+    cpu_phases: dict[str, float] = field(default_factory=dict)
 
 
 def run_sync(cache_path: Path, api: Any, *, concurrency: int = 4, fresh: bool = True) -> SyncRun:
@@ -389,23 +400,26 @@ def run_sync(cache_path: Path, api: Any, *, concurrency: int = 4, fresh: bool = 
         for suffix in ("", "-wal", "-shm"):
             Path(str(cache_path) + suffix).unlink(missing_ok=True)
     cache = Cache.open(cache_path)
-    marks: list[tuple[str, float]] = []
+    marks: list[tuple[str, float, float]] = []
 
     def progress(p: Any) -> None:
         if not marks or marks[-1][0] != p.phase:
-            marks.append((p.phase, time.perf_counter()))
+            marks.append((p.phase, time.perf_counter(), time.process_time()))
 
     try:
         t0 = time.perf_counter()
         result = sync.full_sync(cache, api, clock=lambda: datetime.now(timezone.utc), progress=progress,
                                 concurrency=concurrency)
         seconds = time.perf_counter() - t0
+        cpu_end = time.process_time()
     finally:
         cache.close()
     phases: dict[str, float] = {}
-    for (name, start), nxt in zip(marks, [*marks[1:], ("end", t0 + seconds)]):
+    cpu: dict[str, float] = {}
+    for (name, start, c_start), nxt in zip(marks, [*marks[1:], ("end", t0 + seconds, cpu_end)]):
         phases[name] = round(phases.get(name, 0) + nxt[1] - start, 2)
-    return SyncRun(round(seconds, 2), result.ok, result.links, result.message, phases)
+        cpu[name] = round(cpu.get(name, 0) + nxt[2] - c_start, 2)
+    return SyncRun(round(seconds, 2), result.ok, result.links, result.message, phases, cpu)
 
 
 def synced_home(links: int, seed: int = 1, *, log: Callable[[str], None] = print) -> Path:

@@ -67,14 +67,18 @@ def sync_runs(state: Path, runs: int, budget: float, *, log=print) -> tuple[list
             C.copy_db(state, served)
             with C.SimulatorProcess(served) as sim:
                 api = C.api_for(sim.url)
+                server_cpu0 = C.cpu_seconds(sim.pid) or 0.0
                 run = C.run_sync(Path(tmp) / "cache.sqlite", api)
                 api.close()
                 server_rss = C.peak_rss_mb(sim.pid)
+                server_cpu = (C.cpu_seconds(sim.pid) or 0.0) - server_cpu0
             if not run.ok:
                 raise RuntimeError(f"The sync failed: {run.message}")
-            run.phases["server_peak_rss_mb"] = server_rss or 0.0
+            run.cpu_phases["server_total"] = round(server_cpu, 2)
+            run.cpu_phases["server_peak_rss_mb"] = server_rss or 0.0
             out.append(run)
-            log(f"    run {i + 1}: {run.seconds:.1f} s, {run.links:,} links; phases {run.phases}")
+            log(f"    run {i + 1}: {run.seconds:.1f} s, {run.links:,} links; phases (s) {run.phases}; CPU (s) "
+                f"{run.cpu_phases}")
             fits = max(1, int(budget // max(run.seconds, 1e-3)))
             if len(out) >= fits and len(out) < runs:
                 note = (f"{len(out)} run{'s' if len(out) > 1 else ''} only: one sync takes {run.seconds:.0f} s and "
@@ -163,12 +167,14 @@ def main(argv: list[str] | None = None) -> int:
         done, note = sync_runs(state, runs, args.budget)
         secs = [r.seconds for r in done]
         phases = {k: round(C.median([r.phases.get(k, 0.0) for r in done]), 2) for k in done[0].phases}
+        cpu = {k: round(C.median([r.cpu_phases.get(k, 0.0) for r in done]), 2) for k in done[0].cpu_phases}
         sync_median[label] = C.median(secs)
         big = links >= 100_000
         report.add(C.Figure(f"3.sync.{label}", f"full sync of {done[0].links:,} links into an empty cache", "s", secs,
                             target="≤ 30 s" if big else None, ok=C.within(C.median(secs), 30) if big else None,
-                            note="; ".join(x for x in (note, f"median phases (s): {phases}") if x),
-                            extra={"links": done[0].links, "phases": phases}))
+                            note="; ".join(x for x in (note, f"median phases (s): {phases}",
+                                                            f"CPU seconds, client by phase and server: {cpu}") if x),
+                            extra={"links": done[0].links, "phases": phases, "cpu": cpu}))
 
     label = sizes[-1]
     links = C.SIZES[label]
