@@ -289,8 +289,36 @@ def _with_sigint_cancel(fn: Callable[[Any], Any]) -> Any:
             signal.signal(signal.SIGINT, previous)
 
 
+def _in_use_elsewhere(path: Any) -> bool:
+    """Whether another process holds the file open with SQLite (its connections keep POSIX locks on it).
+
+    Call only while this process has no SQLite connection to the file: closing the probe's descriptor drops every
+    POSIX lock this process holds on it."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: cannot tell, so assume someone may be using it
+        return True
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except OSError:
+        return False
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 0, 0)
+        return False
+    except OSError:
+        return True
+    finally:
+        os.close(fd)  # also releases the probe's own lock
+
+
 def _move_aside_if_damaged(profile: str) -> None:
-    """A damaged cache is moved aside (never deleted) so that this sync can rebuild it; say where it went."""
+    """A damaged cache is moved aside (never deleted) so that this sync can rebuild it; say where it went.
+
+    Only when the damage is confirmed by a second look (a reader can briefly see an inconsistent file while another
+    process recovers it) and no other process has the file open: moving a cache from under a running app would
+    split its data between two files."""
+    import time
+
     from . import paths
     from .cache import Cache, CacheCorrupt
 
@@ -300,6 +328,16 @@ def _move_aside_if_damaged(profile: str) -> None:
     try:
         Cache.open(path).close()
     except CacheCorrupt as exc:
+        time.sleep(0.2)
+        try:
+            Cache.open(path).close()
+            return  # it was a passing glitch
+        except CacheCorrupt:
+            pass
+        if _in_use_elsewhere(path):
+            raise CliError(f"The cache {path} looks damaged ({exc.reason}), but another linkdesk process (the app, "
+                           "or another sync) has it open. Close it, then run this sync again: the damaged cache is "
+                           "then moved aside (nothing is deleted) and rebuilt.") from None
         moved = Cache.move_aside(path)
         _err(f"{exc.reason[:1].upper()}{exc.reason[1:]}: the cache was damaged. It was moved to {moved} (nothing was "
              "deleted) and this sync rebuilds it.")
