@@ -311,7 +311,7 @@ def _in_use_elsewhere(path: Any) -> bool:
         os.close(fd)  # also releases the probe's own lock
 
 
-def _move_aside_if_damaged(profile: str) -> None:
+def _move_aside_if_damaged(profile: str, *, confirmed: bool = False) -> None:
     """A damaged cache is moved aside (never deleted) so that this sync can rebuild it; say where it went.
 
     Only when the damage is confirmed by a second look (a reader can briefly see an inconsistent file while another
@@ -327,13 +327,17 @@ def _move_aside_if_damaged(profile: str) -> None:
         return
     try:
         Cache.open(path).close()
+        if not confirmed:
+            return
+        raise CacheCorrupt(path, "its integrity check failed")
     except CacheCorrupt as exc:
-        time.sleep(0.2)
-        try:
-            Cache.open(path).close()
-            return  # it was a passing glitch
-        except CacheCorrupt:
-            pass
+        if not confirmed:
+            time.sleep(0.2)
+            try:
+                Cache.open(path).close()
+                return  # it was a passing glitch
+            except CacheCorrupt:
+                pass
         if _in_use_elsewhere(path):
             raise CliError(f"The cache {path} looks damaged ({exc.reason}), but another linkdesk process (the app, "
                            "or another sync) has it open. Close it, then run this sync again: the damaged cache is "
@@ -343,10 +347,26 @@ def _move_aside_if_damaged(profile: str) -> None:
              "deleted) and this sync rebuilds it.")
 
 
-def cmd_sync(args: argparse.Namespace) -> int:
+def _damaged_on_closer_look(profile: str) -> bool:
+    """After a sync failed without a service error: is the cache itself damaged (integrity check)?"""
+    from . import paths
+    from .cache import Cache, CacheCorrupt, CacheError
+
+    path = paths.home() / paths.validate_profile(profile) / "cache.sqlite"
+    if not path.exists():
+        return False
+    try:
+        with Cache.open(path) as cache:
+            return bool(cache.integrity_problems())
+    except CacheCorrupt:
+        return True
+    except CacheError:
+        return False
+
+
+def _run_sync(args: argparse.Namespace) -> Any:
     from . import paths
 
-    _move_aside_if_damaged(_profile_of(args))
     session = _open_session(args)
     try:
         printer = _ProgressPrinter(sys.stderr)
@@ -356,6 +376,17 @@ def cmd_sync(args: argparse.Namespace) -> int:
             paths.set_last_profile(session.profile)
     finally:
         session.close()
+    return result
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    profile = _profile_of(args)
+    _move_aside_if_damaged(profile)
+    result = _run_sync(args)
+    if not result.ok and not result.cancelled and result.error is None and _damaged_on_closer_look(profile):
+        # Damage the quick open did not see (a broken page deep in the file): move it aside and rebuild once.
+        _move_aside_if_damaged(profile, confirmed=True)
+        result = _run_sync(args)
     print(result.message)
     return EXIT_OK if result.ok else EXIT_FAIL
 
@@ -1063,6 +1094,8 @@ def _known_error_message(exc: BaseException) -> str:
         if isinstance(msg, str) and msg:
             return msg
     names = {c.__name__ for c in type(exc).__mro__}
+    if "CacheCorrupt" in names:
+        return f"{exc} Run `linkdesk sync` (with --demo for the demo) to do that."
     if names & {"CacheError", "CredentialsError", "SessionError", "BulkFileError", "DurationError", "StateError"}:
         return str(exc)
     if isinstance(exc, PermissionError):

@@ -401,34 +401,54 @@ class Session:
     def check_invitation(self, draft: ClientLink) -> list[Violation]:
         """The rules' verdict on a draft invitation with the cache's context (no network)."""
         from . import actions
+        from .cache import CacheError
 
-        return actions.check_invitation(self.cache(), self.identity().actor(), draft, self.clock())
+        try:
+            return actions.check_invitation(self.cache(), self.identity().actor(), draft, self.clock())
+        except CacheError as exc:  # nothing is checked (or sent) without the cache's context
+            return [Violation(None, -1, str(exc))]
 
     def invite(self, drafts: list[ClientLink], progress: Callable[[int, int], None] | None = None,
                cancel: threading.Event | None = None) -> list[ActionResult]:
         """Send invitations (checked first, batches of 10); one result per draft, in order."""
         from . import actions
         from .api import ApiError
+        from .cache import CacheError
 
         try:
             ctx = self._context()
         except ApiError as err:
             self._note_error(err)
             return [ActionResult(False, None, err.user_message) for _ in drafts]
-        results = actions.invite(ctx, drafts, progress=progress, cancel=cancel)
-        return results
+        except CacheError as exc:
+            return [ActionResult(False, None, str(exc)) for _ in drafts]
+        try:
+            return actions.invite(ctx, drafts, progress=progress, cancel=cancel)
+        except CacheError as exc:
+            # The cache failed part-way (disk full, damaged): some invitations may have gone out. Their intents are
+            # recorded, so the next run checks with the service before sending anything again.
+            msg = (f"{exc} Some invitations may have been sent before this happened; once the cache works again, "
+                   "sync to see them (linkdesk checks with the service before sending again).")
+            return [ActionResult(False, None, msg) for _ in drafts]
 
     def act(self, action: rules.Action | str, key: LinkKey, note: str | None = None) -> ActionResult:
         """Cancel, unlink, accept, decline or re-invite ``key`` as the acting identity."""
         from . import actions
         from .api import ApiError
+        from .cache import CacheError
 
         try:
             ctx = self._context()
         except ApiError as err:
             self._note_error(err)
             return ActionResult(False, key, err.user_message)
-        return actions.act(ctx, action, key, note)
+        except CacheError as exc:
+            return ActionResult(False, key, str(exc))
+        try:
+            return actions.act(ctx, action, key, note)
+        except CacheError as exc:
+            return ActionResult(False, key, f"{exc} The change may have been sent before this happened; once the "
+                                            "cache works again, sync to see the link as it is.")
 
     # ---------------------------------------------------------------------------------------------- demo clock
 
