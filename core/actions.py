@@ -16,7 +16,6 @@ On 209 (the link changed since it was read) the link is read again and the resul
 
 from __future__ import annotations
 
-import re
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -98,20 +97,17 @@ def links_by_number(cache: "Cache", customer_id: int, number: str, now: datetime
     return out
 
 
-#: Characters XML 1.0 cannot carry at all (not even escaped): a SOAP request holding one is refused as a whole.
-_XML_ILLEGAL = re.compile("[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
-
-
 def transport_problems(draft: ClientLink) -> list[Violation]:
-    """Text the SOAP envelope cannot carry (control characters such as a pasted terminal escape)."""
+    """Text the SOAP envelope cannot carry (control characters such as a pasted terminal escape).
+
+    Kept for callers of earlier versions: ``rules.check_new_invitation`` and ``rules.check_update`` now refuse such
+    names and notes themselves (and client numbers must be letters and digits)."""
     out = []
-    for attr, wire, what in (("name", "Name", "name"), ("note", "Note", "note"),
+    for attr, wire, what in (("name", "Name", "link name"), ("note", "Note", "note"),
                              ("client_entity_number", "ClientEntityNumber", "client number")):
-        value = getattr(draft, attr)
-        if isinstance(value, str) and _XML_ILLEGAL.search(value):
-            out.append(Violation(wire, rules.E_FIELD_INVALID,
-                                 f"The {what} contains control characters (for example a pasted terminal escape), "
-                                 "which Microsoft Advertising cannot accept; remove them."))
+        found = rules.text_violation(wire, getattr(draft, attr), what)
+        if found is not None and isinstance(getattr(draft, attr), str):
+            out.append(found)
     return out
 
 
@@ -127,8 +123,7 @@ def check_invitation(cache: "Cache", actor: Actor, draft: ClientLink, now: datet
             client_account = cache.account(draft.client_entity_id)
     elif isinstance(draft.client_entity_number, str) and draft.client_entity_number.strip():
         existing = links_by_number(cache, actor.customer_id, draft.client_entity_number, now, link_type)
-    return rules.check_new_invitation(draft, actor=actor, now=now, existing=existing,
-                                      client_account=client_account) + transport_problems(draft)
+    return rules.check_new_invitation(draft, actor=actor, now=now, existing=existing, client_account=client_account)
 
 
 def _resolve_number(cache: "Cache", actor: Actor, draft: ClientLink, now: datetime) -> ClientLink:
@@ -430,7 +425,6 @@ def act(ctx: ActionContext, action: Action | str, key: LinkKey, note: str | None
         requested = requested.replace(note=note)
     invited = stored.invited_at if stored is not None else None
     problems = rules.check_update(link, requested, actor=actor, party=party, now=now, invited_at=invited)
-    problems += [v for v in transport_problems(requested) if v.field == "Note"]
     if problems:
         return ActionResult(False, key, _first_sentence(problems), problems, link)
 

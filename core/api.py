@@ -552,7 +552,18 @@ def wire_datetime(value: datetime | str) -> str:
     return value.isoformat()
 
 
-def _wire_value(value: Any) -> Any:
+#: suds escapes "&" only when it does not already start "&amp;", "&lt;", "&gt;", "&quot;" or "&apos;" (its
+#: Encoder's negative lookahead), so a note reading "Tom &amp; Jerry" or "&lt;3" would reach the service as
+#: "Tom & Jerry" / "<3". Escaping exactly those ampersands first makes suds send the text as it is.
+_SUDS_SKIPS = re.compile(r"&(?=(?:amp|lt|gt|quot|apos);)")
+
+
+def suds_text(value: str) -> str:
+    """Text prepared for suds so that the service receives exactly ``value`` (see _SUDS_SKIPS)."""
+    return _SUDS_SKIPS.sub("&amp;", value) if "&" in value else value
+
+
+def _plain_value(value: Any) -> Any:
     if isinstance(value, Enum):
         return value.value
     if isinstance(value, datetime):
@@ -560,11 +571,17 @@ def _wire_value(value: Any) -> Any:
     return value
 
 
+def _wire_value(value: Any) -> Any:
+    value = _plain_value(value)
+    return suds_text(value) if isinstance(value, str) else value
+
+
 def client_link_to_wire(link: ClientLink, *, for_add: bool) -> dict[str, Any]:
     """The dict the SDK serialises for one ClientLink, in WSDL order, only elements that have a value.
 
     Update (``for_add=False``): every element as read is sent back (full-update semantics), Timestamp verbatim.
     Add: the read-only elements the service sets itself (Status, names, LastModified*, Timestamp) are left out.
+    Text is prepared for suds (:func:`suds_text`), so the service receives it exactly as given.
     """
     out: dict[str, Any] = {}
     for attr, wire in CLIENT_LINK_WIRE.items():
@@ -588,7 +605,7 @@ def _predicates(predicates: Iterable[Predicate | tuple | dict]) -> dict[str, Any
             f, o, v = p["Field"], p["Operator"], p["Value"]
         else:
             f, o, v = p
-        items.append({"Field": str(f), "Operator": str(_wire_value(o)), "Value": str(_wire_value(v))})
+        items.append({"Field": str(f), "Operator": str(_plain_value(o)), "Value": suds_text(str(_plain_value(v)))})
     return {"Predicate": items}
 
 
@@ -1109,7 +1126,7 @@ class CustomerManagementApi:
 
     def get_customers_info(self, name_filter: str = "", top_n: int = 1000) -> list[CustomerInfo]:
         """GetCustomersInfo: customers the user can access whose name begins with ``name_filter`` ("" = all)."""
-        resp, trk = self._call("GetCustomersInfo", {"CustomerNameFilter": name_filter, "TopN": top_n})
+        resp, trk = self._call("GetCustomersInfo", {"CustomerNameFilter": suds_text(name_filter), "TopN": top_n})
         return self._parsed("GetCustomersInfo", resp, lambda r: [
             _parse_customer_info(c) for c in _items(r.find(_q(TNS, "CustomersInfo")), ENT, "CustomerInfo")], trk)
 
@@ -1356,5 +1373,5 @@ def _retry_after(headers: Any, text: str | None) -> float:
 __all__ = [
     "AccountInfo", "ApiError", "ApiTimeout", "AuthError", "Cancelled", "CustomerInfo", "CustomerManagementApi",
     "LinkResult", "MalformedReply", "OperationError", "OrderBy", "Predicate", "RequestRefused", "ServiceUnavailable",
-    "ThrottledError", "UserInfo", "client_link_to_wire", "parse_client_link", "wire_datetime",
+    "ThrottledError", "UserInfo", "client_link_to_wire", "parse_client_link", "suds_text", "wire_datetime",
 ]

@@ -423,6 +423,23 @@ class Violation:
 
 _NUMBER_RE = re.compile(r"^[A-Za-z0-9]{4,20}$")
 _MAX_ID = 2**63 - 1
+#: Characters XML 1.0 cannot carry at all, not even escaped: a SOAP request holding one is refused as a whole.
+XML_ILLEGAL = re.compile("[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def text_violation(field: str, value: object, what: str) -> Violation | None:
+    """A Name or Note the service cannot be sent: not text, or holding a character XML cannot carry."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        return Violation(field, E_FIELD_INVALID, f"The {what} must be text, not {_quote(value)}.")
+    bad = XML_ILLEGAL.search(value)
+    if bad is None:
+        return None
+    return Violation(field, E_FIELD_INVALID,
+                     f"The {what} contains a character Microsoft Advertising cannot accept (U+{ord(bad.group()):04X}"
+                     f" at position {bad.start() + 1}, a control character such as a pasted terminal escape); "
+                     "remove it.")
 
 
 def _fmt_date(d: datetime) -> str:
@@ -638,6 +655,8 @@ def check_new_invitation(
         v.append(Violation("Name", E_NAME_TOO_LONG,
                            f"The link name can have at most {NAME_MAX} characters; this one has "
                            f"{len(str(draft.name))}."))
+    v.extend(b for b in (text_violation("Name", draft.name, "link name"), text_violation("Note", draft.note, "note"))
+             if b)
 
     for attr in READ_ONLY_ON_ADD:
         if getattr(draft, attr) is not None:
@@ -849,6 +868,10 @@ def check_update(
     if _norm("timestamp", requested.timestamp) != _norm("timestamp", stored.timestamp):
         v.append(Violation("Timestamp", E_TIMESTAMP,
                            "The link changed since it was read (its Timestamp differs); read it again and retry."))
+    if requested.note != stored.note:
+        bad_note = text_violation("Note", requested.note, "note")
+        if bad_note:
+            v.append(bad_note)
 
     target = None if _blank(requested.status) else requested.status
     if target is None:

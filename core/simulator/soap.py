@@ -316,6 +316,28 @@ def _operation_for_request_element(schema: Schema, tag: str) -> Operation | None
     return _REQUEST_INDEX.get(tag)
 
 
+#: Tags (``<``), and attributes, a request may hold: the largest real request (AddClientLinks with 10 links) has a
+#: few hundred.
+MAX_TAGS = 100_000
+
+
+def _declares_dtd(body: bytes) -> bool:
+    """Whether the body has a DOCTYPE or ENTITY declaration, in whatever encoding XML allows (UTF-16 and UTF-32
+    hide them from a byte search). Expat still bounds entity expansion; this refuses DTDs outright."""
+    if b"<!DOCTYPE" in body or b"<!ENTITY" in body:
+        return True
+    head = body[:4]
+    if b"\x00" in head or head[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        for encoding in ("utf-16", "utf-32", "utf-16-le", "utf-16-be", "utf-32-le", "utf-32-be"):
+            try:
+                text = body.decode(encoding)
+            except UnicodeDecodeError:
+                continue
+            if "<!DOCTYPE" in text or "<!ENTITY" in text:
+                return True
+    return False
+
+
 def parse_request(body: bytes, soap_action: str | None) -> Request:
     """Parse a SOAP 1.1 request.
 
@@ -326,8 +348,13 @@ def parse_request(body: bytes, soap_action: str | None) -> Request:
     schema = load_schema()
     if not body or not body.strip():
         raise ProtocolFault("The request body is empty. Send a SOAP 1.1 envelope with the operation's request element.")
-    if b"<!DOCTYPE" in body or b"<!ENTITY" in body:
+    if _declares_dtd(body):
         raise ProtocolFault("Document type definitions are not allowed in SOAP messages. Remove the DOCTYPE and retry.")
+    if body.count(b"<") > MAX_TAGS or body.count(b'="') + body.count(b"='") > MAX_TAGS:
+        # A parsed element or attribute costs ~100 bytes: a 10 MB body of empty tags (or of attributes) would take
+        # 300-400 MB and seconds of CPU.
+        raise ProtocolFault(f"The request has more than {MAX_TAGS:,} XML tags or attributes, far more than any "
+                            "Customer Management request needs. Send a smaller request.")
     try:
         root = ET.fromstring(body)
     except ET.ParseError as exc:

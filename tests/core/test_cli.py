@@ -256,7 +256,7 @@ def test_invite_cancel_and_their_exit_codes(capsys, home):
     assert code == 0 and "ready" in out and "nothing was sent" in out
     code, out, _ = run(capsys, "invite", "--demo", "--account", number, "--bill-to", "client",
                        "--name", "esc \x1b[31mred\x07")
-    assert code == 1 and "control characters" in out  # XML cannot carry them: refused before sending
+    assert code == 1 and "control character" in out  # XML cannot carry them: refused before sending
     # The cache cannot know everything (prepaid accounts, other agencies' links): the service refuses some.
     for candidate in candidates:
         number = candidate["client_entity_number"]
