@@ -260,6 +260,16 @@ def code_hash(sources: Iterable[str], *extra: object) -> str:
     return h.hexdigest()[:12]
 
 
+def child_env(**extra: str) -> dict[str, str]:
+    """The environment for a benchmark's child process: bytecode caching on, as in any installed linkdesk (a
+    development shell may set PYTHONDONTWRITEBYTECODE, which makes every start compile the sources again), with the
+    cached bytecode kept in the work folder rather than next to the sources."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env["PYTHONPYCACHEPREFIX"] = str(workdir() / "pycache")
+    env.update(extra)
+    return env
+
+
 def scale_for(links: int) -> int:
     """The simulator's ``--scale`` (generated clients) for about ``links`` client links seen by the agency."""
     return max(1, round(links / LINKS_PER_CLIENT))
@@ -327,7 +337,8 @@ class SimulatorProcess:
         cmd = [PY, "-m", "linkdesk.core.simulator.cli", "serve", "--state", str(self.state), "--port", "0"]
         if self.latency_ms:
             cmd += ["--latency", str(self.latency_ms)]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
+                                     env=child_env())
         found = threading.Event()
 
         def reader() -> None:
@@ -441,7 +452,7 @@ def synced_home(links: int, seed: int = 1, *, log: Callable[[str], None] = print
         raise RuntimeError(f"The preparing sync failed: {run.message}")
     # One headless start of the real app in a child process writes the config a returning user has.
     subprocess.run([PY, str(BENCH / "bench_tui.py"), "--child", "remember", "--home", str(home)], check=True,
-                   cwd=ROOT, timeout=600)
+                   cwd=ROOT, timeout=600, env=child_env())
     (home / "ready").write_text(json.dumps({"links": run.links, "sync_seconds": run.seconds}))
     log(f"  ... {run.links:,} links synced in {run.seconds} s; home ready in {time.perf_counter() - t0:.0f} s")
     return home
