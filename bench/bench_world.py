@@ -1,5 +1,6 @@
-"""The simulator at agency scale: how long the demo world takes to generate, and the server-side time of one
-SearchClientLinks page of 100 links (target ≤ 20 ms at 100,000 links, issue 3).
+"""The simulator at agency scale: how long the demo world takes to generate, the server-side time of one
+SearchClientLinks page of 100 links (target ≤ 20 ms at 100,000 links, issue 3), and the server time of every operation
+of one full sync.
 
 Run:  .venv/bin/python bench/bench_world.py [--quick] [--runs 5] [--json FILE]
 
@@ -10,6 +11,9 @@ Page time: the request the sync sends (DirectManagingCustomerId = the agency, or
 once from the real SDK, then replayed through ``SoapServer.process`` (parse + service + serialise, as the server's
 own stats count it, without HTTP) for every page in order, as a sync reads them. One pass over all pages is a run;
 the figure is the median over runs of each pass's median page, with the worst page of all passes beside it.
+
+Operations: one full sync, one call at a time, against the simulator in this process; ``S.op.<operation>`` is the
+server's own time (``SoapServer.stats``) of each call of that operation, every call a sample.
 """
 
 from __future__ import annotations
@@ -84,6 +88,38 @@ def page_times(state_src: Path, runs: int, *, log=print) -> dict:
                     "components_median_ms": {k: round(C.median(v), 3) for k, v in components.items()}}
 
 
+def sync_server_times(state_src: Path, *, log=print) -> dict:
+    """One full sync (one call at a time) against an in-process simulator: server-side ms per operation."""
+    from datetime import datetime, timezone
+
+    from linkdesk.core import sync
+    from linkdesk.core.api import CustomerManagementApi
+    from linkdesk.core.cache import Cache
+    from linkdesk.core.simulator.app import Simulator
+
+    with tempfile.TemporaryDirectory(prefix="linkdesk-bench-") as tmp:
+        state = Path(tmp) / "simulator.sqlite"
+        C.copy_db(state_src, state)
+        with Simulator(state) as sim:
+            api = CustomerManagementApi(developer_token=C.DEVELOPER_TOKEN,
+                                        authentication=sim.authorization(C.AGENCY_ADMIN), location=sim.url)
+            cache = Cache.open(Path(tmp) / "cache.sqlite")
+            sim.server.stats.reset()
+            t0 = time.perf_counter()
+            result = sync.full_sync(cache, api, clock=lambda: datetime.now(timezone.utc), concurrency=1)
+            seconds = time.perf_counter() - t0
+            cache.close()
+            api.close()
+            ops = {}
+            for op in sim.server.stats.summary():
+                times = [t.total * 1000 for t in sim.server.stats.timings(op)]
+                ops[op] = {"calls": len(times), "median_ms": round(C.median(times), 2), "max_ms": round(max(times), 1),
+                           "total_s": round(sum(times) / 1000, 2), "ms": times}
+    log(f"    one sync ({result.links:,} links, one call at a time) in {seconds:.1f} s; server time by operation: "
+        + ", ".join(f"{op} {v['calls']}× {v['median_ms']} ms = {v['total_s']} s" for op, v in ops.items()))
+    return {"seconds": seconds, "ops": ops, "ok": result.ok}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     C.add_common_args(ap)
@@ -115,6 +151,12 @@ def main(argv: list[str] | None = None) -> int:
                         note=f"worst page {pt['worst']:.1f} ms; parse/handle/serialise medians "
                              f"{pt['components_median_ms']}",
                         extra={"worst_ms": round(pt["worst"], 2), **pt["components_median_ms"]}))
+    print(f"  server time by operation during one sync at {label} ...")
+    st = sync_server_times(state)
+    for op, v in sorted(st["ops"].items(), key=lambda kv: -kv[1]["total_s"]):
+        report.add(C.Figure(f"S.op.{op}.{label}", f"server time of one {op} during a full sync at {label} (each call "
+                            "is a sample)", "ms", v["ms"], note=f"{v['calls']} calls, {v['total_s']} s in all",
+                            extra={"calls": v["calls"], "total_s": v["total_s"]}))
     report.write(args.json)
     return 0
 
