@@ -119,7 +119,8 @@ def suds_vs_adapter(state: Path, links: int, runs: int, *, log=print) -> dict:
                 raw_ms.append(C.median(r_times))
                 per_link_suds.append(sum(s_times) / max(1, n_links))
             api.close()
-    log(f"    {len(sample)} sampled pages: suds {C.median(suds_ms):.1f} ms/page, adapter {C.median(raw_ms):.1f} ms/page")
+    log(f"    {len(sample)} sampled pages: suds {C.median(suds_ms):.1f} ms/page, adapter {C.median(raw_ms):.1f} "
+        "ms/page")
     return {"pages": pages, "sample": sample, "suds_page_ms": suds_ms, "raw_page_ms": raw_ms,
             "suds_ms_per_link": per_link_suds}
 

@@ -442,6 +442,7 @@ async def _interact(home: Path, runs: int, sync_cap: float, out: dict[str, Any])
                     await asyncio.sleep(0.2)
             out["during_sync"] = during
             out["peak_rss_mb"] = C.peak_rss_mb()
+            out["rss_end_mb"] = C.rss_mb()
             await pilot.pause()
     finally:
         session.close()
@@ -573,8 +574,9 @@ def main(argv: list[str] | None = None) -> int:
                             if med_during is not None else None,
                             note=f"{len(during['wall'])} keys over {it['sync_seconds']} s; sync "
                                  f"{'finished' if it['sync_finished'] else 'stopped at --sync-cap'}; "
-                                 f"{cpu_note(during)}; peak memory of that process {it['peak_rss_mb']} MB",
-                            extra={"peak_rss_mb": it["peak_rss_mb"]}))
+                                 f"{cpu_note(during)}; memory of that process (the app, its session and the "
+                                 f"simulator): peak {it['peak_rss_mb']} MB, {it.get('rss_end_mb')} MB at the end",
+                            extra={"peak_rss_mb": it["peak_rss_mb"], "rss_end_mb": it.get("rss_end_mb")}))
         for fid, title, key in (("7.tree_expand", "expand (first time: reads 200 children)", "tree_expand"),
                                 ("7.tree_collapse", "collapse", "tree_collapse"),
                                 ("7.tree_reexpand", "expand again", "tree_reexpand")):

@@ -137,8 +137,8 @@ def main(argv: list[str] | None = None) -> int:
                 seconds.append(info["seconds"])
             ok = C.within(C.median(seconds), 60) if links >= 100_000 else None
             report.add(C.Figure(f"W.gen.{label}", f"generate the demo world, {info['latest_links']:,} links "
-                                f"(scale {info['scale']:,})", "s", seconds, target="≤ 60 s" if ok is not None else None,
-                                ok=ok, extra=info))
+                                f"(scale {info['scale']:,})", "s", seconds,
+                                target="≤ 60 s" if ok is not None else None, ok=ok, extra=info))
 
     biggest = max(sizes.values())
     label = next(k for k, v in sizes.items() if v == biggest)

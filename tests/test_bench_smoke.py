@@ -79,6 +79,7 @@ def test_run_all_merges_and_derives_growth(tmp_path: Path) -> None:
     assert grown["8.2.cursor"]["ok"] is True and grown["8.2.cursor"]["value"] == pytest.approx(1.1)
     assert grown["8.2.filter"]["ok"] is False  # ×100: grows linearly with the links
     merged = {"started": "2026-01-01T00:00:00+00:00", "seconds": 60, "machine": {"nproc": 2, "cpu": "x"},
-              "scripts": {"tui": {"script": "bench_tui", "figures": figures}, "growth": {"figures": list(grown.values())}}}
+              "scripts": {"tui": {"script": "bench_tui", "figures": figures},
+                          "growth": {"figures": list(grown.values())}}}
     text = run_all.table(merged)
     assert "| 2.cursor.100k |" in text and "| 8.2.filter |" in text and "**no**" in text
