@@ -26,6 +26,7 @@ Stages are not re-implemented here: :func:`stage_sql` and the inbox filters are 
 from __future__ import annotations
 
 import json
+import errno
 import os
 import sqlite3
 import time
@@ -775,7 +776,6 @@ _REQUIRED_TABLES = frozenset(
     {"meta", "customers", "accounts", "account_agencies", "users", "user_roles", "user_accounts", "client_links",
      "link_events", "sync_runs", "agency_clients"}
 )
-_SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -1151,19 +1151,38 @@ class Cache:
 
     @staticmethod
     def _header_version(path: Path) -> int | None:
-        """The schema version in the file header without opening it with SQLite (None for a new or empty file)."""
+        """The schema version of an existing file (None for a new or empty file), read through SQLite read-only.
+
+        Never with open()/close(): closing any descriptor of a file drops every POSIX lock the process holds on it,
+        including the locks of this process's other SQLite connections (sqlite.org/howtocorrupt.html §2.2). Another
+        process could then checkpoint and delete the WAL under the running app. SQLite shares locks between its own
+        connections of one process (it defers closing a descriptor while others hold locks), so a read-only SQLite
+        connection is safe.
+        """
         try:
-            with open(path, "rb") as fh:
-                header = fh.read(100)
+            if path.stat().st_size == 0:
+                return None
         except FileNotFoundError:
             return None
         except OSError as exc:
             raise CacheUnavailable(path, exc.strerror or str(exc)) from exc
-        if not header:
-            return None
-        if len(header) < 100 or not header.startswith(_SQLITE_MAGIC):
-            raise CacheCorrupt(path, "the file is not a SQLite database")
-        return int.from_bytes(header[60:64], "big")
+        if not os.access(path, os.R_OK):
+            raise CacheUnavailable(path, os.strerror(errno.EACCES))
+        try:
+            # immutable: read the main file's header only (no -wal/-shm created, the file left untouched); a newer
+            # version that sits only in the WAL is caught by _prepare through the real connection.
+            probe = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro&immutable=1", uri=True, timeout=5.0)
+        except sqlite3.Error as exc:
+            raise _translate(exc, path) or CacheUnavailable(path, str(exc)) from exc
+        try:
+            return int(probe.execute("PRAGMA user_version").fetchone()[0])
+        except sqlite3.DatabaseError as exc:
+            translated = _translate(exc, path)
+            if isinstance(translated, CacheError) and not isinstance(translated, CacheCorrupt):
+                raise translated from exc
+            raise CacheCorrupt(path, "the file is not a SQLite database") from exc
+        finally:
+            probe.close()
 
     @_guard
     def _prepare(self, busy_timeout: float) -> None:

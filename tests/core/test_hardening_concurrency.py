@@ -19,14 +19,10 @@ from linkdesk.core.session import Session
 
 BAD_WORDS = ("locked", "busy", "Traceback", "unexpected error", "damaged")
 
-#: Found by the test below: Cache.open reads the file header with open()/close(), and closing any descriptor of a
-#: file drops every POSIX lock the process holds on it — including the locks of the connections other threads of
-#: the same process (the TUI: UI thread + workers) have open. Another process (`linkdesk sync`) then believes it is
-#: the last user, checkpoints and deletes the WAL and shared-memory files under the running app: the app then reads
-#: "database disk image is malformed", and its later writes go to a deleted WAL (lost). The fix belongs in
-#: core/cache.py (Cache._header_version must read the header through SQLite; see the issue-7 report).
-HEADER_FIX = ("core/cache.py: Cache._header_version reads the header with open()/close(), which drops the "
-              "process's SQLite locks (sqlite.org/howtocorrupt.html 2.2); read it through SQLite instead")
+#: Found by the test below (fixed in core/cache.py): Cache.open read the file header with open()/close(), and closing
+#: any descriptor of a file drops every POSIX lock the process holds on it -- including the locks of the connections
+#: other threads of the same process (the TUI: UI thread + workers) have open. Another process (`linkdesk sync`) then
+#: believed it was the last user, checkpointed and deleted the WAL under the running app.
 
 
 def clean(text: str) -> bool:
@@ -54,45 +50,12 @@ def _second_open_drops_the_locks(tmp_path) -> bool:
         first.close()
 
 
-@pytest.mark.xfail(strict=True, reason=HEADER_FIX)
 def test_opening_the_cache_in_a_second_thread_keeps_the_first_connections_locks(tmp_path):
     assert not _second_open_drops_the_locks(tmp_path)
 
 
-def _header_version_via_sqlite(path):
-    """The fix proposed for core/cache.py (used here only while cache.py still has the bug)."""
-    import sqlite3
-    from pathlib import Path
-
-    from linkdesk.core.cache import CacheCorrupt, CacheUnavailable, _translate
-
-    try:
-        if Path(path).stat().st_size == 0:
-            return None
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise CacheUnavailable(path, exc.strerror or str(exc)) from exc
-    try:
-        probe = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True)
-    except sqlite3.Error as exc:
-        raise _translate(exc, path) or CacheUnavailable(path, str(exc)) from exc
-    try:
-        return probe.execute("PRAGMA user_version").fetchone()[0]
-    except sqlite3.Error as exc:
-        raise _translate(exc, path) or CacheCorrupt(path, str(exc)) from exc
-    finally:
-        probe.close()
-
-
 @pytest.mark.slow
 def test_linkdesk_sync_and_a_tui_like_process_share_one_cache(tmp_path, monkeypatch):
-    from linkdesk.core.cache import Cache
-
-    if _second_open_drops_the_locks(tmp_path):
-        # Until core/cache.py is fixed (see HEADER_FIX and the xfail above), this app-like process uses the
-        # proposed fix; without it this test fails about every other run with "database disk image is malformed".
-        monkeypatch.setattr(Cache, "_header_version", staticmethod(_header_version_via_sqlite))
     home = tmp_path / "home"
     monkeypatch.setenv("LINKDESK_HOME", str(home))
     tui = Session.demo(home=home, scale=150)
