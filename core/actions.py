@@ -121,14 +121,15 @@ def check_invitation(cache: "Cache", actor: Actor, draft: ClientLink, now: datet
         existing = cache.links_for_entity(draft.client_entity_id, link_type)
         if link_type == LinkType.AccountLink:
             client_account = cache.account(draft.client_entity_id)
-    elif isinstance(draft.client_entity_number, str) and draft.client_entity_number.strip():
+    elif rules.valid_number(draft.client_entity_number.strip() if isinstance(draft.client_entity_number, str)
+                            else None):  # anything else is refused by the rules; no lookup with it
         existing = links_by_number(cache, actor.customer_id, draft.client_entity_number, now, link_type)
     return rules.check_new_invitation(draft, actor=actor, now=now, existing=existing, client_account=client_account)
 
 
 def _resolve_number(cache: "Cache", actor: Actor, draft: ClientLink, now: datetime) -> ClientLink:
     """A draft given by number whose entity id the cache knows is sent by id (so it can be re-read afterwards)."""
-    if draft.client_entity_id is not None or not draft.client_entity_number:
+    if draft.client_entity_id is not None or not rules.valid_number(draft.client_entity_number):
         return draft
     found = links_by_number(cache, actor.customer_id, draft.client_entity_number, now, draft.link_type)
     ids = {l.client_entity_id for l in found}

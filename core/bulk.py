@@ -182,6 +182,9 @@ def parse(data: bytes | str, *, max_rows: int = MAX_ROWS) -> BulkFile:
     try:
         records = _read_records(reader, max_rows)
     except csv.Error as exc:
+        if "field limit" in str(exc):  # the csv module's own bound (128 KiB), usually an unclosed quote
+            raise BulkFileError(f"Line {reader.line_num} has a field longer than {MAX_FIELD:,} characters; this does "
+                                "not look like an invitation list (check the file's quotes).") from None
         raise BulkFileError(f"The file is not valid CSV near line {reader.line_num}: {exc}. Check its quotes.") \
             from None
     if not records:
@@ -303,7 +306,7 @@ def _parse_row(line: int, columns: list[str | None], cells: list[str]) -> BulkRo
         kwargs["is_bill_to_client"] = raw_bill == "client"
     elif raw_bill:
         problems.append(Violation("IsBillToClient", E_FIELD_INVALID,
-                                  f"bill_to must be 'client' or 'agency', not {values['bill_to'][:40]!r}."))
+                                  f"The bill_to value must be 'client' or 'agency', not {values['bill_to'][:40]!r}."))
 
     raw_perm = values.get("permission", "")
     if raw_perm:
@@ -323,7 +326,7 @@ def _parse_row(line: int, columns: list[str | None], cells: list[str]) -> BulkRo
         start = parse_date(raw_start)
         if start is None:
             problems.append(Violation("StartDate", E_FIELD_INVALID,
-                                      f"start_date must be a date like 2025-11-30, not {raw_start[:40]!r}."))
+                                      f"The start_date must be a date like 2025-11-30, not {raw_start[:40]!r}."))
         else:
             kwargs["start_date"] = start
 
@@ -332,7 +335,7 @@ def _parse_row(line: int, columns: list[str | None], cells: list[str]) -> BulkRo
         kwargs["suppress_notification"] = True
     elif raw_sup and raw_sup not in _FALSE:
         problems.append(Violation("SuppressNotification", E_FIELD_INVALID,
-                                  "suppress_notification must be true or false, not "
+                                  "The suppress_notification value must be true or false, not "
                                   f"{values['suppress_notification'][:40]!r}."))
 
     fatal = any(p.code in (E_INVALID_ID, E_LINK_TYPE_INVALID) for p in problems)

@@ -1056,8 +1056,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _guarded(lambda: cmd_simulator(argparse.Namespace(sim_args=argv[1:])), debug)
     parser = build_parser()
     args = parser.parse_args(argv)
+    bad = _undecodable_argument(args)
+    if bad is not None:
+        _err(f"linkdesk: the argument {bad!r} holds bytes that are not text in your terminal's encoding; type it "
+             "again (or check the terminal's encoding settings).")
+        return EXIT_USAGE
     func = getattr(args, "func", None) or cmd_default
     return _guarded(lambda: func(args), debug)
+
+
+#: Arguments that are file names: any bytes the file system allows are fine there.
+_PATH_ARGUMENTS = {"csv", "state", "sim_args"}
+
+
+def _undecodable_argument(args: argparse.Namespace) -> str | None:
+    """The first text argument Python could only decode with surrogate escapes (bytes that are not UTF-8)."""
+    for name, value in vars(args).items():
+        if name in _PATH_ARGUMENTS or callable(value):
+            continue
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, str) and any("\ud800" <= ch <= "\udfff" for ch in item):
+                return item.encode("utf-8", "backslashreplace").decode("utf-8")
+    return None
 
 
 def _guarded(run: Callable[[], Any], debug: bool) -> int:

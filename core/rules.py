@@ -427,6 +427,11 @@ _MAX_ID = 2**63 - 1
 XML_ILLEGAL = re.compile("[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
+def valid_number(value: object) -> bool:
+    """Whether ``value`` has the form of an account or customer number (4 to 20 letters and digits)."""
+    return isinstance(value, str) and _NUMBER_RE.match(value) is not None
+
+
 def text_violation(field: str, value: object, what: str) -> Violation | None:
     """A Name or Note the service cannot be sent: not text, or holding a character XML cannot carry."""
     if value is None:
@@ -535,7 +540,7 @@ def _id_violation(field: str, value: object, what: str) -> Violation | None:
 def _number_violation(field: str, value: object, what: str) -> Violation | None:
     if value is None:
         return None
-    if not isinstance(value, str) or not _NUMBER_RE.match(value):
+    if not valid_number(value):
         return Violation(field, E_INVALID_ID, f"The {what} number must be 4 to 20 letters and digits, "
                                               f"not {_quote(value)}.")
     return None
