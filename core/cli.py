@@ -82,16 +82,26 @@ def safe_text(value: Any, limit: int | None = None) -> str:
             out.append(ch)
     text = "".join(out)
     if limit is not None and _width(text) > limit:
-        while text and _width(text) > limit - 1:
-            text = text[:-1]
-        text += "…"
+        # One pass (a name can be megabytes long): keep characters while they fit in limit - 1 columns.
+        used, end = 0, 0
+        for end, ch in enumerate(text):
+            used += _char_width(ch)
+            if used > limit - 1:
+                break
+        text = text[:end] + "…"
+    if limit is not None and len(text) > 4 * limit:  # thousands of zero-width combining marks ("Zalgo" text)
+        text = text[:4 * limit - 1] + "…"
     return text
 
 
-def _width(text: str) -> int:
+def _char_width(c: str) -> int:
     import unicodedata
 
-    return sum(0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+    return 0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in "WF" else 1
+
+
+def _width(text: str) -> int:
+    return sum(_char_width(c) for c in text)
 
 
 def _pad(text: str, width: int) -> str:
@@ -111,13 +121,48 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, limits
 
 
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+#: Bidi embedding, override and isolate controls: they reorder what a terminal or a spreadsheet shows (Trojan
+#: Source). The marks U+200E/U+200F, which right-to-left text needs, are kept.
+_BIDI_CONTROLS = {0x202A, 0x202B, 0x202C, 0x202D, 0x202E, 0x2066, 0x2067, 0x2068, 0x2069}
 
 
 def csv_cell(value: Any) -> Any:
-    """A value for a CSV export: text starting like a formula gets a leading apostrophe (OWASP CSV injection)."""
-    if isinstance(value, str) and value.startswith(_FORMULA_START):
+    """A value for a CSV export: characters a terminal would act on (C0 controls other than tab and line breaks,
+    DEL, C1 controls such as the one-byte CSI) and bidi overrides become U+FFFD; then text starting like a formula
+    gets a leading apostrophe (OWASP CSV injection)."""
+    if not isinstance(value, str):
+        return value
+    if any(_csv_unsafe(ch) for ch in value):
+        value = "".join("\ufffd" if _csv_unsafe(ch) else ch for ch in value)
+    if value.startswith(_FORMULA_START):
         return "'" + value
     return value
+
+
+def _csv_unsafe(ch: str) -> bool:
+    cp = ord(ch)
+    return (cp < 0x20 and ch not in "\t\n\r") or 0x7F <= cp < 0xA0 or cp in _BIDI_CONTROLS or 0xD800 <= cp < 0xE000
+
+
+def json_text(doc: Any) -> str:
+    """JSON with every character a terminal or a browser could act on written as a \\uXXXX escape (control, format
+    and bidi characters, line separators, surrogates); other text stays readable. ``json.loads`` gives back exactly
+    the original strings."""
+    import json
+    import unicodedata
+
+    text = json.dumps(doc, ensure_ascii=False, indent=2)
+    # Outside strings, JSON holds only ASCII punctuation, digits and whitespace: every such character is in a string.
+    unsafe = ("Cc", "Cf", "Zl", "Zp", "Cs", "Co")
+    return "".join(_json_escape(ch) if ord(ch) > 0x7E and unicodedata.category(ch) in unsafe else ch for ch in text)
+
+
+def _json_escape(ch: str) -> str:
+    cp = ord(ch)
+    if cp <= 0xFFFF:
+        return f"\\u{cp:04x}"
+    cp -= 0x10000  # beyond the BMP: a surrogate pair, as JSON writes it
+    return f"\\u{0xD800 + (cp >> 10):04x}\\u{0xDC00 + (cp & 0x3FF):04x}"
 
 
 def fmt_time(d: datetime | None) -> str:
@@ -256,7 +301,7 @@ class _ProgressPrinter:
             if p.phase == "links":
                 self.last_links = p.done
             if p.phase != "done":
-                print(f"{p.phase}: {p.message}", file=self.stream, flush=True)
+                print(f"{p.phase}: {safe_text(p.message)}", file=self.stream, flush=True)
 
     def finish(self) -> None:
         if self.tty and self.drawn:
@@ -387,7 +432,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
         # Damage the quick open did not see (a broken page deep in the file): move it aside and rebuild once.
         _move_aside_if_damaged(profile, confirmed=True)
         result = _run_sync(args)
-    print(result.message)
+    print(safe_text(result.message))
     return EXIT_OK if result.ok else EXIT_FAIL
 
 
@@ -428,8 +473,6 @@ def _iter_rows(cache: Any, *, limit: int | None, page: int = 1000, **filters: An
 
 
 def cmd_links(args: argparse.Namespace) -> int:
-    import json
-
     from .model import ClientLinkStatus, Perspective, Stage
 
     profile = _profile_of(args)
@@ -457,8 +500,7 @@ def cmd_links(args: argparse.Namespace) -> int:
         doc = {"profile": profile, "customer_id": customer_id, "now": _iso(now),
                "synced_at": _iso(synced.finished_at) if synced else None, "count": len(rows),
                "links": [_link_record(r, now) for r in rows]}
-        json.dump(doc, sys.stdout, ensure_ascii=False, indent=2)
-        sys.stdout.write("\n")
+        sys.stdout.write(json_text(doc) + "\n")
     elif args.format == "csv":
         import csv
 
@@ -1085,7 +1127,7 @@ def _guarded(run: Callable[[], Any], debug: bool) -> int:
     try:
         return int(run() or 0)
     except CliError as exc:
-        _err(f"linkdesk: {exc}")
+        _err(f"linkdesk: {safe_text(str(exc))}")
         return EXIT_FAIL
     except KeyboardInterrupt:
         _err("linkdesk: interrupted.")
@@ -1103,7 +1145,7 @@ def _guarded(run: Callable[[], Any], debug: bool) -> int:
             import traceback
 
             traceback.print_exc()
-        _err(f"linkdesk: {message}")
+        _err(f"linkdesk: {safe_text(message)}")
         return EXIT_FAIL
 
 
