@@ -77,8 +77,9 @@ async def settle(pilot: Any, *, keep_notifications: bool = False) -> None:
     from textual.widgets import Input
 
     app = pilot.app
-    await wait_until(pilot, lambda: not app._syncing and not any(  # noqa: SLF001
-        w.is_running for w in app.workers if w.group in ("action", "identity", "clock", "invite")))
+    await wait_until(pilot, lambda: not app._syncing and app.main.inbox.settled  # noqa: SLF001
+                     and not app.main.clients.tree.loading
+                     and not any(w.is_running or w.state.name == "PENDING" for w in app.workers))
     for field in app.screen.query(Input):
         field.cursor_blink = False
     if not keep_notifications:
@@ -98,7 +99,7 @@ async def inbox_filter(pilot: Any, text: str) -> None:
     await pilot.press("slash")
     app.main.inbox.query_one("#inbox-filter", Input).value = text
     await pilot.press("enter")
-    await pilot.pause()
+    await wait_until(pilot, lambda: app.main.inbox.settled and app.main.inbox.query_state.text == text)
 
 
 async def act_as(pilot: Any, user_name: str) -> None:

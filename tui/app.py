@@ -164,6 +164,7 @@ class LinkdeskApp(App[int]):
         self.cache: Any = None
         self.identity: Any = None
         self._sync_cancel: threading.Event | None = None
+        self._local = threading.local()
         self._syncing = False
         self.main: "MainScreen | None" = None
 
@@ -175,6 +176,19 @@ class LinkdeskApp(App[int]):
         if session is not None:
             return session.clock()
         return self._clock()
+
+    def thread_cache(self) -> Any:
+        """A cache for the calling thread: the screens read on the main thread, their queries run in workers."""
+        if threading.current_thread() is threading.main_thread() and self.cache is not None:
+            return self.cache
+        if self.session is not None:
+            return self.session.cache()
+        cache = getattr(self._local, "cache", None)
+        if cache is None:
+            from linkdesk.core.cache import Cache
+
+            cache = self._local.cache = Cache.open(self._cache_path())
+        return cache
 
     @property
     def actor(self) -> Actor | None:
@@ -246,7 +260,7 @@ class LinkdeskApp(App[int]):
         self.identity = self.session.identity() if self.session is not None else self._identity_from_cache()
         self._show_identity()
         self._update_age()
-        self.main.load(self.cache, self.actor, side=self._default_side())
+        self.main.load(self.thread_cache, self.actor, side=self._default_side())
 
     def _default_side(self) -> Perspective:
         side = getattr(self.identity, "side", "agency")
@@ -287,7 +301,7 @@ class LinkdeskApp(App[int]):
         self._show_identity()
         self._update_age()
         self.status = self.status.with_(profile=self.profile, is_demo=self.is_demo, message="")
-        self.main.load(self.cache, self.actor, side=self._default_side())
+        self.main.load(self.thread_cache, self.actor, side=self._default_side())
         self.refresh_bindings()
         if self._sync_on_start:
             self.action_sync()
@@ -594,7 +608,7 @@ class LinkdeskApp(App[int]):
         self.notify(Text(f"Acting as {clean(event.identity.user_name)} ({Role(event.identity.role).label} at "
                          f"{clean(event.identity.customer_name)}).").plain, markup=False)
         if self.main is not None:
-            self.main.load(self.cache, self.actor, side=self._default_side())
+            self.main.load(self.thread_cache, self.actor, side=self._default_side())
         self.reload_views()
         self.action_sync()
 

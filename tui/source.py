@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from linkdesk.core import rules
 from linkdesk.core.model import Actor, ClientLink, ClientLinkStatus, LinkKey, LinkType, Party, Perspective, Stage
@@ -51,27 +51,31 @@ class InboxLine:
 
 
 class InboxSource:
-    """A ``RowSource`` for the link list: the count and pages of one ``InboxQuery`` at one moment."""
+    """A ``RowSource`` for the link list: the count and pages of one ``InboxQuery`` at one moment.
 
-    def __init__(self, cache: Any, query: InboxQuery, now: datetime) -> None:
-        self._cache = cache
+    ``caches`` returns a cache for the calling thread, so pages can be read by worker threads.
+    """
+
+    def __init__(self, caches: Callable[[], Any], query: InboxQuery, now: datetime) -> None:
+        self._caches = caches
         self.query = query
         self._now = now
         self._names: dict[int, str | None] = {}
 
     def count(self) -> int:
         q = self.query
-        return self._cache.inbox_count(customer_id=q.customer_id, perspective=q.perspective, stage=q.stage,
-                                       text=q.text or None, now=self._now)
+        return self._caches().inbox_count(customer_id=q.customer_id, perspective=q.perspective, stage=q.stage,
+                                          text=q.text or None, now=self._now)
 
     def page(self, offset: int, limit: int) -> Sequence[InboxLine]:
         q = self.query
-        rows = self._cache.inbox_page(customer_id=q.customer_id, perspective=q.perspective, stage=q.stage,
-                                      text=q.text or None, sort=q.sort, descending=q.descending,
-                                      offset=offset, limit=limit, now=self._now)
-        return [InboxLine(r, self._counterparty(r), r.days_left(self._now)) for r in rows]
+        cache = self._caches()
+        rows = cache.inbox_page(customer_id=q.customer_id, perspective=q.perspective, stage=q.stage,
+                                text=q.text or None, sort=q.sort, descending=q.descending,
+                                offset=offset, limit=limit, now=self._now)
+        return [InboxLine(r, self._counterparty(cache, r), r.days_left(self._now)) for r in rows]
 
-    def _counterparty(self, row: Any) -> str | None:
+    def _counterparty(self, cache: Any, row: Any) -> str | None:
         if row.perspective == Perspective.RECEIVED:
             return row.managing_customer_name
         if row.key.type == LinkType.CustomerLink:
@@ -80,14 +84,14 @@ class InboxSource:
         if direct is not _MISSING:
             return direct
         # The cache's InboxRow does not carry the client customer yet: look it up (two indexed reads, memoised).
-        stored = self._cache.stored_link(row.key)
+        stored = cache.stored_link(row.key)
         cid = stored.client_customer_id if stored is not None else None
         if cid is None:
             # The account is not visible to the agency yet (pending): the link still names its customer's number.
             number = stored.link.client_entity_customer_number if stored is not None else None
             return f"customer {number}" if number else None
         if cid not in self._names:
-            customer = self._cache.customer(cid)
+            customer = cache.customer(cid)
             self._names[cid] = customer.name if customer is not None else None
         return self._names[cid]
 

@@ -127,3 +127,11 @@ async def see(pilot: Any, app: Any, text: str, timeout: float = 10.0) -> str:
     """Wait until ``text`` is on the screen (wrapping ignored); returns the screen's flattened text."""
     await wait_until(pilot, lambda: text in flat(screen_text(app)), timeout, what=f"{text!r} on the screen")
     return flat(screen_text(app))
+
+
+async def settle(pilot: Any, app: Any) -> None:
+    """Wait until no query, page read, sync or action is pending: what is on screen is what the cache says."""
+    await wait_until(pilot, lambda: not app._syncing and app.main.inbox.settled  # noqa: SLF001
+                     and not app.main.clients.tree.loading
+                     and not any(w.is_running or w.state.name == "PENDING" for w in app.workers),
+                     what="the app to settle")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import SIZE, Notes, flat, frozen, screen_text, see, wait_until
+from conftest import SIZE, Notes, flat, frozen, screen_text, see, settle, wait_until
 from textual.widgets import Input, Select
 
 from linkdesk.core.model import ClientLinkStatus as S, LinkKey, LinkType, Role
@@ -43,7 +43,8 @@ async def show_link(pilot, app, text: str) -> None:
     await pilot.press("slash")
     inbox.query_one("#inbox-filter", Input).value = text
     await pilot.press("enter")
-    await wait_until(pilot, lambda: inbox.link_list.row_count >= 1, what=f"a row matching {text!r}")
+    await wait_until(pilot, lambda: inbox.settled and inbox.query_state.text == text and
+                     inbox.link_list.row_count >= 1, what=f"a row matching {text!r}")
 
 
 async def act_as(pilot, app, session, user_id: int) -> None:
@@ -56,6 +57,7 @@ async def act_as(pilot, app, session, user_id: int) -> None:
         await pilot.press(step)
     await pilot.press("enter")
     await wait_until(pilot, lambda: app.identity.user_id == user_id and not app._syncing, what="the switch")
+    await settle(pilot, app)
 
 
 async def advance(pilot, app, choice: str) -> None:
@@ -65,6 +67,7 @@ async def advance(pilot, app, choice: str) -> None:
     await wait_until(pilot, lambda: len([m for m in app._test_notes.items if m[0] == "Simulator clock"]) > calls,
                      what="the clock to move")
     await wait_until(pilot, lambda: not app._syncing and app.status.phase is None, what="the sync after the clock")
+    await settle(pilot, app)
 
 
 async def confirm(pilot, app) -> None:
@@ -132,14 +135,15 @@ async def test_cancel_a_pending_invitation(demo_session):
         await see(pilot, app, "the client can no longer accept it")
         await pilot.press("y")
         await wait_until(pilot, lambda: status(demo_session, TAILSPIN_ONLINE) == S.LinkCanceled, what="the cancel")
-        await pilot.pause(0.2)
+        await settle(pilot, app)
         # The row moved to Ended; the timeline shows the change made by our own action.
         inbox = app.main.inbox
         assert inbox.link_list.highlighted.row.status == S.LinkCanceled
         await pilot.press("enter")
-        await pilot.pause(0.2)
-        text = screen_text(app)
-        assert "LinkPending → LinkCanceled" in text or "LinkCanceled" in text
+        await see(pilot, app, "Link detail")
+        await pilot.press("end")
+        text = await see(pilot, app, "Timeline")
+        assert "LinkPending → LinkCanceled" in text
 
 
 async def test_unlink_then_the_link_becomes_inactive(demo_session):

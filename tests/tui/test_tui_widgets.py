@@ -136,7 +136,7 @@ class TreeApp(App):
 
     def on_mount(self) -> None:
         tree = self.query_one(ClientsTree)
-        tree.load(self.session.cache(), 1000)
+        tree.load(self.session.cache, 1000)
         tree.focus()
 
 
@@ -190,7 +190,7 @@ async def test_tree_labels_are_literal_and_reopen_after_a_reload(tmp_path):
         text = flat(screen_text(app))
         assert "[bold red]x[/]" in text and "[link=https://e.com]y" in text and "A2 red" in text
 
-        tree.load(session.cache(), 1000)  # as after a sync
+        tree.load(session.cache, 1000)  # as after a sync
         await wait_until(pilot, lambda: tree.cursor_node is not None and tree.cursor_node.data.kind == "account",
                          what="the cursor back on the account")
         assert tree.cursor_node.data.id == 2002

@@ -43,7 +43,7 @@ class ClientsView(Horizontal):
     def __init__(self, clock: Callable[[], datetime], *, id: str | None = None) -> None:
         super().__init__(id=id)
         self._clock = clock
-        self._cache: Any = None
+        self._caches: Callable[[], Any] | None = None
         self._actor: Actor | None = None
 
     def compose(self) -> ComposeResult:
@@ -55,11 +55,12 @@ class ClientsView(Horizontal):
     def tree(self) -> ClientsTree:
         return self.query_one("#clients-tree", ClientsTree)
 
-    def load(self, cache: Any, actor: Actor | None) -> None:
-        """Show the hierarchy of the acting user's customer (first frame, identity switch, after a sync)."""
-        self._cache = cache
+    def load(self, caches: Callable[[], Any] | None, actor: Actor | None) -> None:
+        """Show the hierarchy of the acting user's customer (first frame, identity switch, after a sync).
+        ``caches`` returns a cache for the calling thread (the tree reads its pages in workers)."""
+        self._caches = caches
         self._actor = actor
-        self.tree.load(cache, actor.customer_id if actor else None)
+        self.tree.load(caches, actor.customer_id if actor else None)
         if actor is None:
             self.query_one("#clients-detail", Static).update(
                 Text("Waiting for the session to know who you are…", style="italic"))
@@ -67,7 +68,7 @@ class ClientsView(Horizontal):
             self.tree.cursor_line = 0
 
     def reload(self) -> None:
-        self.load(self._cache, self._actor)
+        self.load(self._caches, self._actor)
 
     # -- selection ------------------------------------------------------------------------------------------------
 
@@ -127,8 +128,9 @@ class ClientsView(Horizontal):
 
     def _describe(self, ref: NodeRef | None) -> Any:
         """The detail pane for a node: a title, a grid of fields, then sentences (all client text literal)."""
-        if ref is None or self._cache is None:
+        if ref is None or self._caches is None:
             return Text("")
+        cache = self._caches()
         styles = palette.styles(self.app)
         now = self._clock()
         parts: list[Any] = []
@@ -153,8 +155,8 @@ class ClientsView(Horizontal):
             field("Customer id", str(ref.id))
             if customer is not None and customer.number:
                 field("Number", clean(customer.number))
-            field("Users", str(len(self._cache.agency_users(ref.id))))
-            field("Clients", f"{self._cache.client_customers_count(ref.id):,}")
+            field("Users", str(len(cache.agency_users(ref.id))))
+            field("Clients", f"{cache.client_customers_count(ref.id):,}")
             out.append("\nOpen the agency to see its users and the accounts each can reach.", style="italic")
         elif ref.kind == "user":
             item = ref.item
@@ -163,7 +165,7 @@ class ClientsView(Horizontal):
             field("User name", clean(item.user_name))
             field("User id", str(item.user_id))
             field("Role", item.role.label if item.role else "none")
-            user = self._cache.user(item.user_id)
+            user = cache.user(item.user_id)
             if user is not None and user.email:
                 field("Email", clean(user.email))
             field("Reaches", f"{item.account_count:,} account{'s' if item.account_count != 1 else ''}")
@@ -198,7 +200,7 @@ class ClientsView(Horizontal):
             if item.number:
                 field("Number", clean(item.number))
             if item.parent_customer_id is not None:
-                parent = self._cache.customer(item.parent_customer_id)
+                parent = cache.customer(item.parent_customer_id)
                 field("Owner", clean(parent.name) if parent and parent.name else str(item.parent_customer_id))
             status = item.link_status
             if status is None:

@@ -6,10 +6,12 @@ from datetime import datetime
 from typing import Any, Callable, Sequence
 
 from rich.text import Text
-from textual import on
+from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.timer import Timer
 from textual.widgets import Input, Static, Tab, Tabs
 
 from linkdesk.core import rules
@@ -18,7 +20,7 @@ from linkdesk.core.model import Actor, LinkType, Party, Perspective, Stage
 from ..messages import LinkActionRequested, OpenLink
 from ..source import SORTS, InboxLine, InboxQuery, InboxSource, LinkContext, link_context, stage_counts
 from ..text import bill_to_text, clean, days_left_text, join, short_date, short_span, utc
-from ..widgets.link_list import Cell, Column, ColumnHeader, LinkList
+from ..widgets.link_list import PAGE_SIZE, Cell, Column, ColumnHeader, LinkList
 
 COLUMNS: tuple[Column, ...] = (
     Column("counterparty", "Client", 10, flex=2),
@@ -30,6 +32,9 @@ COLUMNS: tuple[Column, ...] = (
     Column("days_left", "Left", 7, align="right"),
     Column("last_change", "Last change", 13),
 )
+
+#: Seconds the filter waits after the last keystroke before it queries (typing "contoso" runs one query, not 7).
+FILTER_DEBOUNCE = 0.15
 
 STAGE_ORDER: tuple[Stage | None, ...] = (
     Stage.NEEDS_ACTION, Stage.PENDING, Stage.IN_PROGRESS, Stage.ACTIVE, Stage.ENDED, None,
@@ -134,10 +139,26 @@ class InboxView(Vertical):
             "link, days left before a pending invitation expires, and the last change. The line under the list "
             "says what the selected link is waiting for and what you can do with it now.")
 
+    class Queried(Message):
+        """A query of the inbox finished in the background (internal)."""
+
+        def __init__(self, generation: int, counts: dict[Stage, int], source: InboxSource, count: int,
+                     pages: dict[int, Sequence[Any]], keep_cursor: bool) -> None:
+            super().__init__()
+            self.generation = generation
+            self.counts = counts
+            self.source = source
+            self.count = count
+            self.pages = pages
+            self.keep_cursor = keep_cursor
+
     def __init__(self, clock: Callable[[], datetime], *, id: str | None = None) -> None:
         super().__init__(id=id)
         self._clock = clock
-        self._cache: Any = None
+        self._caches: Callable[[], Any] | None = None
+        self._generation = 0
+        self._shown = 0  # the generation whose rows are on screen
+        self._debounce: Timer | None = None
         self._actor: Actor | None = None
         self._query: InboxQuery | None = None
         self._link_ctx: LinkContext | None = None
@@ -150,7 +171,7 @@ class InboxView(Vertical):
         yield Input(placeholder="Filter by client, account, number or status — enter keeps it, esc clears",
                     id="inbox-filter")
         yield ColumnHeader(COLUMNS, id="inbox-header")
-        yield LinkList(COLUMNS, self._cells, empty_text="No links here.", id="inbox-list")
+        yield LinkList(COLUMNS, self._cells, empty_text="No links here.", background=True, id="inbox-list")
         yield Static(id="inbox-preview")
 
     def on_mount(self) -> None:
@@ -167,9 +188,15 @@ class InboxView(Vertical):
     def query_state(self) -> InboxQuery | None:
         return self._query
 
-    def load(self, cache: Any, actor: Actor | None, *, side: Perspective | None = None) -> None:
-        """Show the inbox of ``actor``'s customer from ``cache`` (first frame, identity switch)."""
-        self._cache = cache
+    @property
+    def settled(self) -> bool:
+        """Whether the rows on screen are those of the current query (no query waiting or running)."""
+        return self._query is None or self._shown == self._generation
+
+    def load(self, caches: Callable[[], Any], actor: Actor | None, *, side: Perspective | None = None) -> None:
+        """Show the inbox of ``actor``'s customer (first frame, identity switch). ``caches`` returns a cache for
+        the calling thread: the main thread draws, worker threads run the queries."""
+        self._caches = caches
         self._actor = actor
         if actor is None:
             self._query = None
@@ -188,21 +215,18 @@ class InboxView(Vertical):
         if self._query is not None:
             self._apply(keep_cursor=True)
 
-    # -- drawing ------------------------------------------------------------------------------------------------
+    # -- querying (in a worker: a keystroke never waits for the database) --------------------------------------
 
     def _cells(self, row: Any) -> Sequence[Cell]:
         return row_cells(row, self._clock())
 
-    def _apply(self, *, keep_cursor: bool) -> None:
+    def _apply(self, *, keep_cursor: bool, delay: float = 0.0) -> None:
+        """Show the query's labels now and start reading its rows; ``delay`` debounces typing in the filter."""
         q = self._query
-        if q is None or self._cache is None:
+        if q is None or self._caches is None:
             return
-        now = self._clock()
-        counts = stage_counts(self._cache, q, now)
+        self._generation += 1
         tabs = self.query_one("#inbox-stages", Tabs)
-        for s in STAGE_ORDER:
-            tabs.query_one(f"#{_tab_id(s)}", Tab).label = _stage_label(s, sum(counts.values()) if s is None
-                                                                         else counts.get(s, 0))
         if tabs.active != _tab_id(q.stage):
             with tabs.prevent(Tabs.TabActivated):
                 tabs.active = _tab_id(q.stage)
@@ -216,25 +240,59 @@ class InboxView(Vertical):
         what = (q.stage.label.lower() if q.stage else "any stage")
         empty = f"No {side.lower()} links in {what}" + (f" matching {q.text!r}." if q.text else ".")
         self.link_list.empty_text = clean(empty, max_chars=200)
-        self.link_list.set_source(InboxSource(self._cache, q, now), keep_cursor=keep_cursor)
+        if self._debounce is not None:
+            self._debounce.stop()
+            self._debounce = None
+        generation, now = self._generation, self._clock()
+        cursor_page = self.link_list.cursor // PAGE_SIZE if keep_cursor else 0
+        if delay:
+            self._debounce = self.set_timer(delay, lambda: self._query_rows(generation, q, now, cursor_page,
+                                                                             keep_cursor))
+        else:
+            self._query_rows(generation, q, now, cursor_page, keep_cursor)
 
-    def _set_query(self, **changes: Any) -> None:
+    @work(thread=True, exclusive=True, group="inbox-query", exit_on_error=False, name="inbox query")
+    def _query_rows(self, generation: int, q: InboxQuery, now: datetime, cursor_page: int,
+                    keep_cursor: bool) -> None:
+        assert self._caches is not None
+        counts = stage_counts(self._caches(), q, now)
+        source = InboxSource(self._caches, q, now)
+        count = source.count()
+        page = cursor_page if cursor_page * PAGE_SIZE < count else 0
+        pages = {page: source.page(page * PAGE_SIZE, PAGE_SIZE)} if count else {}
+        self.post_message(self.Queried(generation, counts, source, count, pages, keep_cursor))
+
+    @on(Queried)
+    def _queried(self, event: Queried) -> None:
+        event.stop()
+        if event.generation != self._generation:
+            return  # the user has moved on to another query meanwhile
+        self._shown = event.generation
+        tabs = self.query_one("#inbox-stages", Tabs)
+        total = sum(event.counts.values())
+        for s in STAGE_ORDER:
+            tabs.query_one(f"#{_tab_id(s)}", Tab).label = _stage_label(s, total if s is None
+                                                                         else event.counts.get(s, 0))
+        self.link_list.set_source(event.source, keep_cursor=event.keep_cursor, count=event.count,
+                                  pages=event.pages)
+
+    def _set_query(self, *, delay: float = 0.0, **changes: Any) -> None:
         if self._query is None:
             return
         from dataclasses import replace
 
         self._query = replace(self._query, **changes)
-        self._apply(keep_cursor=False)
+        self._apply(keep_cursor=False, delay=delay)
 
     @on(LinkList.Highlighted, "#inbox-list")
     def _show_preview(self, event: LinkList.Highlighted) -> None:
         preview = self.query_one("#inbox-preview", Static)
         row = event.row
-        if row is None or self._cache is None:
+        if row is None or self._caches is None:
             self._link_ctx = None
             preview.update("")
             return
-        ctx = link_context(self._cache, row.key, self._actor, self._clock())
+        ctx = link_context(self._caches(), row.key, self._actor, self._clock())
         self._link_ctx = ctx
         if ctx is None:
             preview.update("")
@@ -269,7 +327,7 @@ class InboxView(Vertical):
     def _filter_changed(self, event: Input.Changed) -> None:
         text = clean(event.value, max_chars=200).strip()
         if self._query is not None and text != self._query.text:
-            self._set_query(text=text)
+            self._set_query(text=text, delay=FILTER_DEBOUNCE)
 
     @on(Input.Submitted, "#inbox-filter")
     def _filter_done(self, event: Input.Submitted) -> None:

@@ -69,10 +69,11 @@ class MainScreen(Screen[None]):
             out.append(" ")
         self.query_one("#topbar-views", Static).update(out)
 
-    def load(self, cache: Any, actor: Actor | None, *, side: Perspective | None = None) -> None:
-        """Give both views the cache and the acting user (first frame, identity switch)."""
-        self.inbox.load(cache, actor, side=side)
-        self.clients.load(cache, actor)
+    def load(self, caches: Any, actor: Actor | None, *, side: Perspective | None = None) -> None:
+        """Give both views the caches (one per calling thread) and the acting user (first frame, identity
+        switch)."""
+        self.inbox.load(caches, actor, side=side)
+        self.clients.load(caches, actor)
 
     def reload(self) -> None:
         """Re-read both views from the cache (after a sync or an action)."""

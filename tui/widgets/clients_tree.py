@@ -1,7 +1,8 @@
 """The clients tree: the agency's users and the accounts each reaches; client customers and their accounts.
 
-Children are read from the cache only when a node is first expanded, one page at a time: a "… more" leaf at the end
-of a page loads the next one. Expanding a customer with 20,000 accounts therefore reads and draws 200 of them.
+Children are read from the cache only when a node is first expanded, one page at a time, by a thread worker (a
+"loading…" leaf shows meanwhile): a "… more" leaf at the end of a page loads the next one. Expanding a customer
+with 20,000 accounts therefore reads and draws 200 of them, and no keystroke waits for the database.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from rich.style import Style
 from rich.text import Text
 from textual import on
 from textual.binding import Binding
+from textual.message import Message
 from textual.widgets import Tree
 from textual.widgets.tree import TreeNode
 
@@ -54,6 +56,19 @@ class NodeRef:
 class ClientsTree(Tree[NodeRef]):
     """The hierarchy, read lazily from the cache. ``load`` (re)builds the top level."""
 
+    class PageRead(Message):
+        """A page of children arrived from the worker (internal)."""
+
+        def __init__(self, generation: int, node_id: int, list_kind: str, offset: int, items: list[Any],
+                     total: int) -> None:
+            super().__init__()
+            self.generation = generation
+            self.node_id = node_id
+            self.list_kind = list_kind
+            self.offset = offset
+            self.items = items
+            self.total = total
+
     BINDINGS = [
         Binding("k", "cursor_up", "Up", show=False, id="tree.up"),
         Binding("j", "cursor_down", "Down", show=False, id="tree.down"),
@@ -67,12 +82,22 @@ class ClientsTree(Tree[NodeRef]):
         self.guide_depth = 3
         self.auto_expand = False
         self._clock = clock
-        self._cache: Any = None
+        self._caches: Callable[[], Any] | None = None
         self._agency_id: int | None = None
+        self._generation = 0
         self._loaded: set[int] = set()
         #: After a reload: nodes to open again, and the node the cursor was on, as they load.
         self._reopen_refs: set[tuple[str, int | None]] = set()
         self._cursor_ref: tuple[str, int | None] | None = None
+
+    @property
+    def loading(self) -> bool:
+        """Whether a page of children is still being read."""
+
+        def walk(node: TreeNode[NodeRef]) -> bool:
+            return any((c.data is not None and c.data.kind == "loading") or walk(c) for c in node.children)
+
+        return walk(self.root)
 
     # Client text must never be parsed as markup, even if a str slips through.
     def process_label(self, label: str | Text) -> Text:
@@ -81,19 +106,21 @@ class ClientsTree(Tree[NodeRef]):
 
     # -- building -----------------------------------------------------------------------------------------------
 
-    def load(self, cache: Any, agency_customer_id: int | None) -> None:
+    def load(self, caches: Callable[[], Any] | None, agency_customer_id: int | None) -> None:
         """Show the hierarchy of ``agency_customer_id`` from ``cache``; after a reload, nodes that were open open
         again and the cursor goes back to the node it was on, as their pages load."""
         first = not self.root.children
         self._reopen_refs = self._open_refs()
         cursor = self.cursor_node
         self._cursor_ref = (cursor.data.kind, cursor.data.id) if cursor is not None and cursor.data else None
-        self._cache = cache
+        self._caches = caches
         self._agency_id = agency_customer_id
+        self._generation += 1
         self._loaded.clear()
         self.clear()
-        if cache is None or agency_customer_id is None:
+        if caches is None or agency_customer_id is None:
             return
+        cache = caches()
         agency = cache.customer(agency_customer_id)
         users = cache.agency_users(agency_customer_id)
         n_clients = cache.client_customers_count(agency_customer_id)
@@ -151,9 +178,7 @@ class ClientsTree(Tree[NodeRef]):
         elif node.allow_expand:
             node.toggle()
 
-    def _fetch(self, parent: TreeNode[NodeRef], list_kind: str, offset: int) -> tuple[list[Any], int]:
-        cache, ref = self._cache, parent.data
-        assert ref is not None
+    def _fetch(self, cache: Any, ref: NodeRef, list_kind: str, offset: int) -> tuple[list[Any], int]:
         if list_kind == "users":
             users = cache.agency_users(ref.id)
             return users[offset:offset + PAGE], len(users)
@@ -167,9 +192,34 @@ class ClientsTree(Tree[NodeRef]):
         return [], 0
 
     def _load_page(self, parent: TreeNode[NodeRef], list_kind: str, offset: int) -> None:
-        if self._cache is None:
+        """Read a page of ``parent``'s children in a worker; a "loading…" leaf stands in for them meanwhile."""
+        if self._caches is None or parent.data is None:
             return
-        items, total = self._fetch(parent, list_kind, offset)
+        parent.add_leaf(Text("loading…", style="italic dim"), NodeRef("loading", parent.data.id))
+        caches, ref, generation, node_id = self._caches, parent.data, self._generation, parent.id
+
+        def read() -> None:
+            items, total = self._fetch(caches(), ref, list_kind, offset)
+            self.post_message(self.PageRead(generation, node_id, list_kind, offset, items, total))
+
+        self.run_worker(read, thread=True, group="tree-pages", exit_on_error=False, name="read tree children")
+
+    @on(PageRead)
+    def _page_read(self, event: PageRead) -> None:
+        event.stop()
+        if event.generation != self._generation:
+            return  # the tree was rebuilt meanwhile
+        try:
+            parent = self.get_node_by_id(event.node_id)
+        except Exception:  # the node is gone (collapsed and rebuilt)
+            return
+        for child in list(parent.children):
+            if child.data is not None and child.data.kind == "loading":
+                child.remove()
+        self._add_items(parent, event.list_kind, event.offset, event.items, event.total)
+
+    def _add_items(self, parent: TreeNode[NodeRef], list_kind: str, offset: int, items: list[Any],
+                   total: int) -> None:
         now = self._clock()
         for item in items:
             if list_kind == "users":

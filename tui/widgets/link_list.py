@@ -4,8 +4,12 @@ Only the visible lines are rendered. Rows are read from the source one page at a
 are kept in a strip LRU, and a cursor move repaints exactly two lines (``refresh_line``). So 100,000 links cost the
 same as 100 to show, move through and filter: nothing here grows with the number of rows except the scrollbar.
 
-The list knows nothing about links: a screen gives it a ``RowSource`` (count and pages) and a ``RowFormatter``
-(columns and the cells of one row).
+With ``background=True`` a page that is not in the LRU is read by a thread worker while its lines show as
+placeholders, so no keystroke ever waits for the database; the source must then be safe to call from another
+thread (the inbox's reads open one cache connection per thread).
+
+The list knows nothing about links: a screen gives it a ``RowSource`` (count and pages) and a cell function
+(the cells of one row, for the columns).
 """
 
 from __future__ import annotations
@@ -188,6 +192,15 @@ class LinkList(ScrollView, Generic[Row], can_focus=True):
         def control(self) -> "LinkList[Any]":
             return self.link_list
 
+    class PageLoaded(Message):
+        """A page read in the background arrived (internal)."""
+
+        def __init__(self, generation: int, number: int, rows: Sequence[Any]) -> None:
+            super().__init__()
+            self.generation = generation
+            self.number = number
+            self.rows = rows
+
     class Selected(Message):
         """Enter (or a second click) on a row."""
 
@@ -208,6 +221,7 @@ class LinkList(ScrollView, Generic[Row], can_focus=True):
         *,
         empty_text: str = "Nothing to show.",
         page_size: int = PAGE_SIZE,
+        background: bool = False,
         name: str | None = None,
         id: str | None = None,
         classes: str | None = None,
@@ -221,6 +235,9 @@ class LinkList(ScrollView, Generic[Row], can_focus=True):
         self._pages: LRUCache[int, Sequence[Row]] = LRUCache(32)
         self._strips: LRUCache[tuple[int, int, bool], Strip] = LRUCache(1024)
         self._styles: dict[str, Style] = {}
+        self._background = background
+        self._generation = 0
+        self._requested: set[int] = set()
         self.empty_text = empty_text
 
     # -- data ---------------------------------------------------------------------------------------------------
@@ -229,15 +246,24 @@ class LinkList(ScrollView, Generic[Row], can_focus=True):
     def row_count(self) -> int:
         return self._count
 
-    def set_source(self, source: RowSource[Row] | None, *, keep_cursor: bool = False) -> None:
+    def set_source(self, source: RowSource[Row] | None, *, keep_cursor: bool = False, count: int | None = None,
+                   pages: dict[int, Sequence[Row]] | None = None) -> None:
         """Show another query (filter, stage or sort changed), or the same one re-read after a sync.
 
-        With ``keep_cursor`` the cursor stays at its position (clamped), so a refresh after a sync does not jump.
+        ``count`` and ``pages`` (page number -> rows) may come already read (by a worker); otherwise the count is
+        asked for now. With ``keep_cursor`` the cursor stays at its position (clamped), so a refresh after a sync
+        does not jump.
         """
+        self._generation += 1
         self._source = source
         self._pages.clear()
         self._strips.clear()
-        self._count = source.count() if source is not None else 0
+        self._requested.clear()
+        for number, rows in (pages or {}).items():
+            self._pages[number] = list(rows)
+        if count is None:
+            count = source.count() if source is not None else 0
+        self._count = count
         self.virtual_size = Size(0, self._count)
         target = min(self.cursor, self._count - 1) if keep_cursor else 0
         target = max(0, target)
@@ -250,15 +276,41 @@ class LinkList(ScrollView, Generic[Row], can_focus=True):
         self.refresh()
 
     def row_at(self, index: int) -> Row | None:
-        """The row at ``index``, read from its page (and the page kept in the LRU)."""
+        """The row at ``index`` from its page; None while a page read in the background has not arrived."""
         if self._source is None or not 0 <= index < self._count:
             return None
         number, within = divmod(index, self._page_size)
         rows = self._pages.get(number)
         if rows is None:
+            if self._background:
+                self._request(number)
+                return None
             rows = list(self._source.page(number * self._page_size, self._page_size))
             self._pages[number] = rows
         return rows[within] if within < len(rows) else None
+
+    def _request(self, number: int) -> None:
+        if number in self._requested or self._source is None:
+            return
+        self._requested.add(number)
+        source, generation, size = self._source, self._generation, self._page_size
+
+        def read() -> None:
+            rows = list(source.page(number * size, size))
+            self.post_message(self.PageLoaded(generation, number, rows))
+
+        self.run_worker(read, thread=True, group="link-list-pages", exit_on_error=False, name="read a page")
+
+    def on_link_list_page_loaded(self, event: "LinkList.PageLoaded") -> None:
+        event.stop()
+        if event.generation != self._generation:
+            return  # a page of a query that is no longer shown
+        self._pages[event.number] = event.rows
+        self._requested.discard(event.number)
+        first = event.number * self._page_size
+        self.refresh()  # its lines were placeholders, which are never cached
+        if first <= self.cursor < first + len(event.rows):
+            self.post_message(self.Highlighted(self, self.row_at(self.cursor), self.cursor))
 
     @property
     def highlighted(self) -> Row | None:
@@ -359,15 +411,19 @@ class LinkList(ScrollView, Generic[Row], can_focus=True):
         key = (index, width, is_cursor)
         strip = self._strips.get(key)
         if strip is None:
+            number = index // self._page_size
+            loaded = number in self._pages
             strip = self._render_row(index, width, is_cursor, base)
-            self._strips[key] = strip
+            if loaded:
+                self._strips[key] = strip
         return strip
 
-    def _render_row(self, index: int, width: int, is_cursor: bool, base: Style) -> Strip:
+    def _render_row(self, index: int, width: int, is_cursor: bool, base: Style) -> Strip | None:
         row = self.row_at(index)
-        if row is None:
-            return Strip.blank(width, base)
         cursor = self._style("cursor") if is_cursor else None
+        if row is None:  # its page is on its way: a placeholder, not cached
+            style = base + self._style("dim") + cursor if cursor else base + self._style("dim")
+            return Strip([Segment(fit("  …", width), style)], width)
         widths = column_widths(self._columns, width)
         segments: list[Segment] = []
         gap = Segment(" ", base + cursor if cursor else base)
