@@ -21,7 +21,9 @@ _ESCAPES = re.compile(
     r"|\x1b[P^_X][^\x1b]*(?:\x1b\\)?"  # DCS, PM, APC, SOS
     r"|\x9b[0-?]*[ -/]*[@-~]"  # 8-bit CSI
 )
-_INVISIBLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u2028\u2029\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
+_INVISIBLE = re.compile(
+    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u2028\u2029\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]"
+)
 _WHITESPACE = re.compile(r"[\t\n]+")
 
 #: Longest piece of client text shown anywhere (the API allows long notes; a screen never needs more).

@@ -196,3 +196,27 @@ async def test_read_only_roles_see_why_they_cannot_invite(fake_session, role_use
         await wait_until(pilot, lambda: isinstance(app.screen, InvitationScreen), what="the form")
         text = await see(pilot, app, "Only a Super Admin or Standard User of Contoso Agency")
         assert "you are a" in text
+
+
+async def test_a_sync_that_cannot_reach_the_service_says_offline_and_keeps_the_cache(tmp_path):
+    from tui_fakes import FakeSession, ServiceUnavailable
+
+    session = FakeSession(tmp_path)
+    session.write_cache()  # the previous sync, at T0
+    session.sync_error = ServiceUnavailable()
+    app = LinkdeskApp(session=session, clock=session.clock)
+    notes = Notes(app)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: app.status.online is False, what="the offline state")
+        text = await see(pilot, app, "offline — showing cache from 3 Nov 14:05")
+        assert "Needs action 1" in text  # the cache is still shown
+        assert "not reachable" in notes.text()
+        assert not isinstance(app.screen, ErrorModal)  # a failed sync is a notification, not a dialog
+
+
+def test_run_without_a_profile_says_how_to_sign_in_or_start_the_demo(capsys):
+    from linkdesk.tui.app import run
+
+    assert run(None) == 1
+    err = capsys.readouterr().err
+    assert "linkdesk auth login" in err and "linkdesk demo" in err

@@ -8,7 +8,7 @@ tests use the real Session and simulator; this fake keeps the many small screen 
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable
@@ -24,7 +24,6 @@ from linkdesk.core.model import (
     CustomerRole,
     LinkKey,
     LinkType,
-    Party,
     Role,
     User,
 )
@@ -77,6 +76,12 @@ class FakeActionResult:
     link: ClientLink | None = None
 
 
+class ServiceUnavailable(Exception):
+    """Stands in for core.api.ServiceUnavailable (the app recognises it by name, as it does the real one)."""
+
+    user_message = "Microsoft Advertising is not reachable right now; check your connection and try again later."
+
+
 class Clock:
     """A frozen clock that tests move by hand."""
 
@@ -107,8 +112,10 @@ def world(markup_names: bool = False) -> tuple[list[Customer], list[Account], li
     ]
     users = [
         User(11, "ana", AGENCY, "Ana", "Admin", roles=(CustomerRole(AGENCY, Role.SuperAdmin),)),
-        User(12, "ben", AGENCY, "Ben", "Standard", roles=(CustomerRole(AGENCY, Role.Standard, account_ids=(2002, 3001, 3002)),)),
-        User(13, "cam", AGENCY, "Cam", "Manager", roles=(CustomerRole(AGENCY, Role.AdvertiserCampaignManager, account_ids=(2001,)),)),
+        User(12, "ben", AGENCY, "Ben", "Standard",
+             roles=(CustomerRole(AGENCY, Role.Standard, account_ids=(2002, 3001, 3002)),)),
+        User(13, "cam", AGENCY, "Cam", "Manager",
+             roles=(CustomerRole(AGENCY, Role.AdvertiserCampaignManager, account_ids=(2001,)),)),
         User(14, "vic", AGENCY, "Vic", "Viewer", roles=(CustomerRole(AGENCY, Role.Viewer, account_ids=(2001,)),)),
         User(21, "alice", CLIENT_A, "Alice", "Client", roles=(CustomerRole(CLIENT_A, Role.SuperAdmin),)),
         User(31, "bob", CLIENT_B, "Bob", "Client", roles=(CustomerRole(CLIENT_B, Role.SuperAdmin),)),
@@ -143,7 +150,7 @@ class FakeSession:
 
     def __init__(self, home: Path, clock: Clock | None = None, *, markup_names: bool = False,
                  links: list[ClientLink] | None = None, extra_links: int = 0, sync_delay: float = 0.0,
-                 fail_sync: BaseException | None = None) -> None:
+                 fail_sync: BaseException | None = None, sync_error: Exception | None = None) -> None:
         self.home = Path(home)
         self.clock = clock or Clock()
         self.customers, self.accounts, self.users = world(markup_names)
@@ -164,6 +171,7 @@ class FakeSession:
                                                     entity_name=f"Bulk {i:06d}")
         self.sync_delay = sync_delay
         self.fail_sync = fail_sync
+        self.sync_error = sync_error
         self.calls: list[tuple] = []
         self._caches: dict[int, Cache] = {}
         self.cache_path = self.home / "demo" / "cache.sqlite"
@@ -193,6 +201,10 @@ class FakeSession:
         self.calls.append(("sync",))
         if self.fail_sync is not None:
             raise self.fail_sync
+        if self.sync_error is not None:  # as Session.sync reports a failure: a result, not an exception
+            return FakeSyncResult(False, False, len(self.links), 0,
+                                  f"{self.sync_error.user_message} The cache still holds the previous sync.",
+                                  self.sync_error)
         if progress:
             progress(FakeProgress("links", 0, len(self.links), "Reading links…"))
         if self.sync_delay:

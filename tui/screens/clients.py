@@ -19,7 +19,7 @@ from linkdesk.core.model import Actor, ClientLink, ClientLinkStatus, LinkKey, Li
 
 from .. import palette
 from ..messages import InviteRequested, LinkActionRequested, OpenLink
-from ..text import bill_to_text, clean, date, days_left_text, join, link_billing
+from ..text import bill_to_text, clean, date, days_left_text, link_billing
 from ..widgets.clients_tree import ClientsTree, NodeRef
 from .inbox import ACTION_BINDINGS
 

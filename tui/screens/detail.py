@@ -122,7 +122,8 @@ class LinkDetailScreen(Screen[None]):
         out.append(clean(link.managing_customer_name) or str(link.managing_customer_id))
         out.append(f"  ·  {link.link_type.value}", style="dim")
         out.append("\n\n")
-        out.append(f" {clean(link.status, max_chars=40)} ", style=styles.get(stage, styles["muted"]) + Style(reverse=True))
+        badge = styles.get(stage, styles["muted"]) + Style(reverse=True)
+        out.append(f" {clean(link.status, max_chars=40)} ", style=badge)
         out.append("  " + rules.status_text(link.status))
         if ctx.days_left is not None:
             out.append(f"\nExpires {when(rules.expires_at(ctx.invited_at))} "

@@ -9,7 +9,7 @@ from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Button, Checkbox, Footer, Input, Label, Select, Static
@@ -90,9 +90,11 @@ class InvitationScreen(Screen[None]):
             yield Static(id="invite-type-problems", classes="form-problems")
             with Horizontal(classes="form-row"):
                 yield Label("Client id", classes="form-label", id="invite-client-label")
-                yield Input(str(d.client_entity_id or ""), placeholder="e.g. 150000123", compact=True, id="invite-client-id")
+                yield Input(str(d.client_entity_id or ""), placeholder="e.g. 150000123", compact=True,
+                            id="invite-client-id")
                 yield Label("or number", classes="form-label-inline")
-                yield Input(d.client_entity_number or "", placeholder="e.g. F1000001", compact=True, id="invite-client-number")
+                yield Input(d.client_entity_number or "", placeholder="e.g. F1000001", compact=True,
+                            id="invite-client-number")
             yield Static(id="invite-client-problems", classes="form-problems")
             with Horizontal(classes="form-row"):
                 yield Label("Managing customer", classes="form-label")
@@ -117,7 +119,8 @@ class InvitationScreen(Screen[None]):
             yield Static(id="invite-permission-problems", classes="form-problems")
             with Horizontal(classes="form-row"):
                 yield Label("Name", classes="form-label")
-                yield Input(d.name or "", placeholder="optional; the service names it otherwise", compact=True, id="invite-name")
+                yield Input(d.name or "", placeholder="optional; the service names it otherwise", compact=True,
+                            id="invite-name")
                 yield Static(id="invite-name-counter")
             yield Static(id="invite-name-problems", classes="form-problems")
             with Horizontal(classes="form-row"):

@@ -142,7 +142,9 @@ class LinkList(ScrollView, Generic[Row], can_focus=True):
         overflow-y: scroll;
         scrollbar-size-vertical: 1;
         background: $surface;
-        & > .link-list--cursor { background: $block-cursor-background; color: $block-cursor-foreground; text-style: bold; }
+        & > .link-list--cursor {
+            background: $block-cursor-background; color: $block-cursor-foreground; text-style: bold;
+        }
         &:blur > .link-list--cursor { background: $block-cursor-blurred-background; text-style: none; }
         & > .link-list--empty { color: $text-muted; text-style: italic; }
         & > .link-list--dim { color: $text-muted; }
