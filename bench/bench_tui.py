@@ -430,7 +430,7 @@ async def _interact(home: Path, runs: int, sync_cap: float, out: dict[str, Any])
             assert main is not None
             main.show("inbox")
             inbox = main.inbox
-            await _settle(pilot)
+            await _settle_all(pilot)
             # The "All" stage: every link of the acting side.
             await _all_stage(pilot, inbox)
             out["rows"] = inbox.link_list.row_count
@@ -446,14 +446,14 @@ async def _interact(home: Path, runs: int, sync_cap: float, out: dict[str, Any])
 
             # Clients tree: the agency Super Admin's node holds every account the agency reaches.
             main.show("clients")
-            await _settle(pilot)
+            await _settle_all(pilot)
             tree = main.clients.tree
             tree_keys: dict[str, dict[str, list[float]]] = {
                 k: {"wall": [], "cpu": []} for k in ("tree_expand", "tree_collapse", "tree_reexpand")}
             children = 0
             for _ in range(runs):
                 main.clients.reload()
-                await _settle(pilot)
+                await _settle_all(pilot)
                 users = [n for top in tree.root.children for n in top.children
                          if n.data is not None and n.data.kind == "user"]
                 if not users:
@@ -461,10 +461,10 @@ async def _interact(home: Path, runs: int, sync_cap: float, out: dict[str, Any])
                 node = max(users, key=lambda n: n.data.item.account_count)
                 if node.is_expanded:
                     node.collapse()
-                    await _settle(pilot)
+                    await _settle_all(pilot)
                 out["tree_accounts"] = node.data.item.account_count
                 tree.move_cursor(node)
-                await _settle(pilot)
+                await _settle_all(pilot)
                 for name, key in (("tree_expand", "right"), ("tree_collapse", "left"), ("tree_reexpand", "right")):
                     times = KeyTimes()
                     await press(pilot, key, times)
