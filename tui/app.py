@@ -436,6 +436,8 @@ class LinkdeskApp(App[int]):
         else:
             yield PaletteCommand("Sync now", "Read every link and the hierarchy from the service (s)",
                                  self.action_sync)
+        if screen is self.main and self.main is not None and self.main.current == "inbox":
+            yield from self._inbox_commands()
         yield PaletteCommand("New invitation", "Invite a client account or customer (n)", self.action_new_invitation)
         yield PaletteCommand("Bulk invitations from a CSV file", "Dry run, then send, with a result per row (b)",
                              self.action_bulk_invitation)
@@ -464,6 +466,30 @@ class LinkdeskApp(App[int]):
         yield PaletteCommand("Help", "Keys and what this screen shows (? or F1)", self.action_help)
         yield PaletteCommand("Change theme", "Pick another colour theme", self.action_change_theme)
         yield PaletteCommand("Quit", "Leave linkdesk (q)", self.action_quit)
+
+    def _inbox_commands(self) -> Iterable[PaletteCommand]:
+        """Filter, stage, side and sort of the inbox, as commands."""
+        from .screens.inbox import STAGE_ORDER
+        from .source import SORTS
+
+        inbox = self.main.inbox
+        query = inbox.query_state
+        if query is None:
+            return
+        yield PaletteCommand("Filter the inbox", "Type part of a client, account, number or note (/)",
+                             inbox.action_filter)
+        for stage in STAGE_ORDER:
+            if stage != query.stage:
+                label = stage.label if stage else "All stages"
+                yield PaletteCommand(f"Inbox: {label}", "Show the links in this stage ([ and ] step through them)",
+                                     _bind(inbox.set_stage, stage))
+        other = "received" if query.perspective == Perspective.SENT else "sent"
+        yield PaletteCommand(f"Inbox: {other} links", "Links your customer sent as the agency, or received as the "
+                             "client (t)", inbox.action_toggle_side)
+        for key, title in SORTS:
+            if key != query.sort:
+                yield PaletteCommand(f"Sort the inbox by {title.lower()}", "o cycles the sorts, O reverses",
+                                     _bind(inbox.set_sort, key))
 
     def _selected_key(self, screen: Any) -> LinkKey | None:
         key = getattr(screen, "link_key", None)

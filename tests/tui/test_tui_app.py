@@ -70,6 +70,11 @@ async def test_the_palette_offers_only_what_the_user_may_do_now(fake_session):
         assert any(t.startswith("Cancel invitation: account Account 3001") for t in titles)
         assert not any(t.startswith(("Accept", "Decline", "Request unlink")) for t in titles)
         assert any(t.startswith("Act as vic") for t in titles) and "Advance the simulator clock +31 days" in titles
+        commands = {c.title: c for c in app.palette_commands(app.screen)}
+        assert "Filter the inbox" in commands and "Sort the inbox by status" in commands
+        commands["Inbox: All stages"].callback()
+        await wait_until(pilot, lambda: app.main.inbox.settled and app.main.inbox.link_list.row_count == 4,
+                         what="all stages")
 
         app.switch_identity(14)  # the Viewer: may look, not act
         await wait_until(pilot, lambda: app.identity.user_id == 14, what="the switch")

@@ -361,6 +361,14 @@ class InboxView(Vertical):
     def action_previous_stage(self) -> None:
         self._step_stage(-1)
 
+    def set_stage(self, stage: Stage | None) -> None:
+        """Show one stage (None: all)."""
+        self._set_query(stage=stage)
+
+    def set_sort(self, key: str) -> None:
+        """Sort by one of ``source.SORTS`` (newest or largest first for times)."""
+        self._set_query(sort=key, descending=key in ("last_change", "age"))
+
     def action_toggle_side(self) -> None:
         if self._query is not None:
             other = Perspective.RECEIVED if self._query.perspective == Perspective.SENT else Perspective.SENT
