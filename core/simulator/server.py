@@ -14,6 +14,7 @@ Usage::
 
 from __future__ import annotations
 
+import io
 import logging
 import socket
 import statistics
@@ -49,6 +50,12 @@ LOOPBACK = "127.0.0.1"
 DEFAULT_MAX_BODY = 10 * 1024 * 1024
 DEFAULT_READ_TIMEOUT = 10.0
 DEFAULT_MAX_CONNECTIONS = 256
+#: A request (its line, headers and body) must arrive within this many seconds of its first byte: a client that
+#: dribbles a byte now and then ("slowloris") would otherwise hold its thread for ever, read_timeout being per read.
+DEFAULT_REQUEST_DEADLINE = 30.0
+#: When every connection slot is taken, how long a new connection waits for one after the longest-waiting idle or
+#: still-sending connection was closed to make room.
+_EVICT_WAIT = 1.0
 
 #: ``fn(path, headers, body) -> (status, content_type, body_bytes)``; headers with lower-cased names.
 RouteHandler = Callable[[str, dict[str, str], bytes], tuple[int, str, bytes]]
@@ -141,8 +148,12 @@ class _HTTPServer(ThreadingHTTPServer):
         log.debug("connection from %s ended with an error", client_address, exc_info=True)
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        # Bound the connection threads: a flood of idle or stalled clients gets a quick 503, not a thread each.
-        if not self.owner._slots.acquire(blocking=False):
+        # Bound the connection threads. When all are taken, the connection that has waited longest without sending
+        # a whole request is closed to make room (a flood of idle or dribbling connections cannot starve clients that
+        # send requests); only when every connection is busy processing does a newcomer get a quick 503.
+        owner = self.owner
+        if not owner._slots.acquire(blocking=False) and not (owner._evict_one_waiting()
+                                                             and owner._slots.acquire(timeout=_EVICT_WAIT)):
             log.warning("too many open connections (%d); refusing %s", self.owner.max_connections, client_address)
             try:
                 request.sendall(
@@ -166,6 +177,34 @@ class _HTTPServer(ThreadingHTTPServer):
             self.owner._slots.release()
 
 
+class _DeadlineReader(io.RawIOBase):
+    """The connection's reads, each bounded by read_timeout, and a whole request by the request deadline (counted
+    from its first byte; ``handler.waiting`` is True until then)."""
+
+    def __init__(self, sock: socket.socket, handler: "_Handler"):
+        self.sock = sock
+        self.handler = handler
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        h = self.handler
+        owner = h.server.owner
+        if h.deadline is None:
+            self.sock.settimeout(owner.read_timeout)
+        else:
+            remaining = h.deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError("the request took longer than the request deadline")
+            self.sock.settimeout(min(owner.read_timeout, remaining))
+        n = self.sock.recv_into(buffer)
+        if n and h.deadline is None:
+            h.deadline = time.monotonic() + owner.request_deadline
+            owner._set_state(h, "receiving")
+        return n
+
+
 class _Handler(BaseHTTPRequestHandler):
     server: _HTTPServer
     protocol_version = "HTTP/1.1"
@@ -177,6 +216,21 @@ class _Handler(BaseHTTPRequestHandler):
     def setup(self) -> None:
         self.timeout = self.server.owner.read_timeout  # StreamRequestHandler applies it to the socket
         super().setup()
+        self.deadline: float | None = None
+        plain, self.rfile = self.rfile, io.BufferedReader(_DeadlineReader(self.connection, self))
+        plain.close()  # releases its hold on the socket (the socket itself stays open)
+        self.server.owner._set_state(self, "idle")
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            self.server.owner._set_state(self, None)
+
+    def handle_one_request(self) -> None:
+        self.deadline = None  # the next request's deadline starts with its first byte
+        self.server.owner._set_state(self, "idle")
+        super().handle_one_request()
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - signature of the base class
         log.debug("%s %s", self.address_string(), format % args)
@@ -327,6 +381,7 @@ class _Handler(BaseHTTPRequestHandler):
             if got is None:
                 return
             body = got
+        self.server.owner._set_state(self, "processing")
         try:
             status, content_type, payload = route(self.path, self._headers(), body)
         except Exception:
@@ -339,6 +394,7 @@ class _Handler(BaseHTTPRequestHandler):
         body = self._read_body()
         if body is None:
             return
+        owner._set_state(self, "processing")
         action_header = self.headers.get("SOAPAction")
         if owner.before_request is not None:
             ctx = HookContext(
@@ -379,9 +435,11 @@ class SoapServer:
     SimulatorFault to answer with that fault, or raise ConnectionAbort to drop the connection. It can also be set
     or cleared later through the ``before_request`` attribute.
 
-    Each connection has its own daemon thread with a ``read_timeout`` on its socket (a stalled client only holds
-    its own thread, and loses it after the timeout); at most ``max_connections`` are served at once, further ones
-    get an immediate 503. Bodies above ``max_body`` bytes get 413 before they are read.
+    Each connection has its own daemon thread with a ``read_timeout`` on each read of its socket and a
+    ``request_deadline`` for a whole request from its first byte (a stalled or dribbling client only holds its own
+    thread, and loses it); at most ``max_connections`` are served at once: when all are taken, the connection that
+    waited longest without sending a whole request is closed to make room, and only when all are processing
+    requests does a newcomer get an immediate 503. Bodies above ``max_body`` bytes get 413 before they are read.
     """
 
     def __init__(
@@ -394,14 +452,19 @@ class SoapServer:
         read_timeout: float = DEFAULT_READ_TIMEOUT,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         before_request: Callable[[HookContext], tuple | None] | None = None,
+        request_deadline: float = DEFAULT_REQUEST_DEADLINE,
     ):
         if host != LOOPBACK:
             raise ValueError(
                 f"The simulator only listens on {LOOPBACK} (asked for {host!r}); it is a local test service and "
                 "must not be reachable from other machines."
             )
-        if max_body <= 0 or read_timeout <= 0 or max_connections <= 0:
-            raise ValueError("max_body, read_timeout and max_connections must be positive.")
+        if max_body <= 0 or read_timeout <= 0 or max_connections <= 0 or request_deadline <= 0:
+            raise ValueError("max_body, read_timeout, max_connections and request_deadline must be positive.")
+        self.request_deadline = request_deadline
+        #: handler -> (state, since): "idle" (waiting for a request), "receiving" (it has begun), "processing".
+        self._conn_states: dict[Any, tuple[str, float]] = {}
+        self._conn_lock = threading.Lock()
         self.handler = handler
         self.max_body = max_body
         self.read_timeout = read_timeout
@@ -416,6 +479,30 @@ class SoapServer:
         self._httpd.owner = self
         self._closed = False
         self._serving = threading.Event()
+
+    # -- connections ----------------------------------------------------------------------------------------------
+
+    def _set_state(self, handler: Any, state: str | None) -> None:
+        with self._conn_lock:
+            if state is None:
+                self._conn_states.pop(handler, None)
+            else:
+                self._conn_states[handler] = (state, time.monotonic())
+
+    def _evict_one_waiting(self) -> bool:
+        """Close the connection that has waited longest without sending a whole request; False if there is none."""
+        with self._conn_lock:
+            waiting = [(since, h) for h, (state, since) in self._conn_states.items() if state != "processing"]
+            if not waiting:
+                return False
+            _, victim = min(waiting, key=lambda w: w[0])
+            self._conn_states.pop(victim, None)
+        log.info("all connection slots taken; closing the connection that waited longest without a request")
+        try:
+            victim.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        return True
 
     # -- addresses ------------------------------------------------------------------------------------------------
 

@@ -736,20 +736,33 @@ def test_stop_without_start_and_serve_forever_in_a_thread():
     assert not t.is_alive()
 
 
-def test_connection_cap_answers_503_and_recovers():
-    srv = SoapServer(lambda r: {"User": None, "CustomerRoles": []}, read_timeout=0.5, max_connections=2)
+def test_connection_cap_makes_room_from_idle_connections_and_answers_503_when_all_are_busy():
+    srv = SoapServer(lambda r: {"User": None, "CustomerRoles": []}, read_timeout=5, max_connections=2)
     with srv:
         idle = [socket.create_connection(("127.0.0.1", srv.port), timeout=3) for _ in range(2)]
         try:
             time.sleep(0.1)  # both accepted and holding their slots
-            reply = raw_exchange(srv, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-            assert reply.startswith(b"HTTP/1.1 503 ")
-            for s in idle:
-                assert s.recv(10) == b""  # dropped after the read timeout, freeing the slots
+            t = time.perf_counter()
+            status, _, _ = post_raw(srv, envelope("<t:GetUserRequest/>"))
+            assert status == 200 and time.perf_counter() - t < 2  # served at once, not after the read timeout
+            assert idle[0].recv(10) == b""  # the connection that waited longest was closed to make room
         finally:
             for s in idle:
                 s.close()
-        time.sleep(0.1)
+        release = threading.Event()
+        srv.before_request = lambda ctx: release.wait(5) and None  # two requests busy in the handler
+        busy = [threading.Thread(target=post_raw, args=(srv, envelope("<t:GetUserRequest/>"))) for _ in range(2)]
+        for b in busy:
+            b.start()
+        time.sleep(0.3)
+        try:
+            reply = raw_exchange(srv, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert reply.startswith(b"HTTP/1.1 503 ")  # nobody to make room from: a quick refusal, not a hang
+        finally:
+            release.set()
+            for b in busy:
+                b.join(5)
+        srv.before_request = None
         status, _, _ = post_raw(srv, envelope("<t:GetUserRequest/>"))
         assert status == 200
 
