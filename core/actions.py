@@ -117,12 +117,12 @@ def check_invitation(cache: "Cache", actor: Actor, draft: ClientLink, now: datet
     link_type = draft.link_type if isinstance(draft.type, LinkType) or draft.type is None else None
     existing: list[ClientLink] = []
     client_account = None
-    if isinstance(draft.client_entity_id, int) and not isinstance(draft.client_entity_id, bool):
+    if rules.valid_id(draft.client_entity_id):  # anything else is refused by the rules; no lookup with it
         existing = cache.links_for_entity(draft.client_entity_id, link_type)
         if link_type == LinkType.AccountLink:
             client_account = cache.account(draft.client_entity_id)
     elif rules.valid_number(draft.client_entity_number.strip() if isinstance(draft.client_entity_number, str)
-                            else None):  # anything else is refused by the rules; no lookup with it
+                            else None):
         existing = links_by_number(cache, actor.customer_id, draft.client_entity_number, now, link_type)
     return rules.check_new_invitation(draft, actor=actor, now=now, existing=existing, client_account=client_account)
 

@@ -544,8 +544,8 @@ def _find_links(cache: Any, customer_id: int, ident: str, now: datetime) -> list
     ident = ident.strip()
     if not ident:
         raise CliError("Give an account id, number or name.")
-    if ident.isdigit():
-        keys = {l.key for l in cache.links_for_entity(int(ident))}
+    if ident.isdigit() and ident.isascii():
+        keys = {l.key for l in cache.links_for_entity(int(ident))} if 0 < int(ident) < 2**63 else set()
     else:
         rows = cache.inbox_page(customer_id=customer_id, text=ident, limit=2000, now=now)
         low = ident.lower()
@@ -945,6 +945,8 @@ def _positive(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if n < 1:
         raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    if n > 2**63 - 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is too large for an id or a count")
     return n
 
 

@@ -427,6 +427,11 @@ _MAX_ID = 2**63 - 1
 XML_ILLEGAL = re.compile("[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
+def valid_id(value: object) -> bool:
+    """Whether ``value`` is a usable entity id (a whole number from 1 to 2**63 - 1)."""
+    return _id_violation("Id", value, "entity") is None and value is not None
+
+
 def valid_number(value: object) -> bool:
     """Whether ``value`` has the form of an account or customer number (4 to 20 letters and digits)."""
     return isinstance(value, str) and _NUMBER_RE.match(value) is not None

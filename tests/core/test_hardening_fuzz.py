@@ -279,6 +279,19 @@ def test_an_argument_that_is_not_text_is_a_usage_error(demo_cli_home, capsys):
         assert "not text in your terminal's encoding" in err and "Traceback" not in err
 
 
+def test_ids_beyond_64_bits_are_refused_or_not_found_in_sentences(demo_cli_home, capsys):
+    huge = "99999999999999999999"
+    for argv, code in ((["history", "--demo", huge], 1), (["links", "--demo", "--customer", huge], 2),
+                       (["invite", "--demo", "--account", huge, "--bill-to", "client", "--dry-run"], 1)):
+        try:
+            got = cli.main(argv)
+        except SystemExit as e:  # argparse's usage error
+            got = e.code
+        assert got == code, argv
+        out, err = capsys.readouterr()
+        assert "Traceback" not in out + err and "unexpected error" not in out + err and (out + err).strip()
+
+
 # ---------------------------------------------------------------------------------------------------------- XML
 
 

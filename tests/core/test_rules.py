@@ -1029,3 +1029,9 @@ def test_every_message_of_this_file_is_a_sentence():
     assert len(messages) > 100
     bad = {m: message_problems(m) for m in messages if message_problems(m)}
     assert not bad, bad
+
+
+def test_valid_id_and_number_forms():
+    assert rules.valid_id(1) and rules.valid_id(2**63 - 1)
+    assert not any(rules.valid_id(v) for v in (0, -1, 2**63, None, True, "12", 1.0))
+    assert rules.valid_number("F8E18F45") and not rules.valid_number("F8-1") and not rules.valid_number(None)
