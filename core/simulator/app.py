@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..model import Role
 from .auth import IssuedTokens, TokenEndpoint, issue_tokens, make_authorization, resolve_user
@@ -67,6 +67,10 @@ def identities(state: State) -> list[Identity]:
     return out
 
 
+if TYPE_CHECKING:
+    from .faultinject import FaultPlan
+
+
 class Simulator:
     """A running simulator: state + service + SOAP/OAuth server on 127.0.0.1. Use as a context manager."""
 
@@ -79,6 +83,7 @@ class Simulator:
         scale: int = 0,
         reset: bool = False,
         latency_ms: float = 0,
+        faults: "FaultPlan | None" = None,
         frozen_at: datetime | None = None,
         service_options: ServiceOptions | None = None,
     ):
@@ -88,6 +93,7 @@ class Simulator:
         self.scale = scale
         self.reset = reset
         self.latency_ms = latency_ms
+        self.faults = faults
         self.frozen_at = frozen_at
         self.service_options = service_options or ServiceOptions()
         self.state: State | None = None
@@ -112,7 +118,7 @@ class Simulator:
                 self.seeded = ensure_world(self.state, seed=self.seed, scale=self.scale)
             self.service = CustomerManagementService(self.state, self.service_options)
             self.server = SoapServer(self.service.handle, port=self.port,
-                                     before_request=self._latency if self.latency_ms > 0 else None)
+                                     before_request=self._hook if (self.latency_ms > 0 or self.faults) else None)
             TokenEndpoint(self.state).mount(self.server)
         except BaseException:
             self.state.close()
@@ -149,9 +155,11 @@ class Simulator:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def _latency(self, ctx: HookContext) -> None:
-        time.sleep(self.latency_ms / 1000)
-        return None
+    def _hook(self, ctx: HookContext) -> tuple | None:
+        """Injected latency, then injected faults (``simulator serve --latency/--faults``)."""
+        if self.latency_ms > 0:
+            time.sleep(self.latency_ms / 1000)
+        return self.faults(ctx) if self.faults is not None else None
 
     # -- addresses ----------------------------------------------------------------------------------------------------
 

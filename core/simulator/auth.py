@@ -131,7 +131,9 @@ def issue_tokens(state: State, who: int | str, *, refresh: bool = True, client_i
     refresh_token = "simRT." + secrets.token_urlsafe(32) if refresh else None
     with state.write() as tx:
         at = now or tx.clock().now()
-        tx.purge_tokens(at - timedelta(days=1))
+        # Forget only tokens long past: an expired access token must still be known, so the service answers 109
+        # (expired: the SDK refreshes) rather than 105 (unknown), even after `advance 31d`.
+        tx.purge_tokens(at - REFRESH_TOKEN_LIFETIME)
         tx.store_token(access, "access", user.id, at, at + ACCESS_TOKEN_LIFETIME, client_id)
         if refresh_token:
             tx.store_token(refresh_token, "refresh", user.id, at, at + REFRESH_TOKEN_LIFETIME, client_id)
@@ -144,7 +146,9 @@ def issue_access_tokens(state: State, user_ids: list[int], *, now: datetime | No
     out: list[IssuedTokens] = []
     with state.write() as tx:
         at = now or tx.clock().now()
-        tx.purge_tokens(at - timedelta(days=1))
+        # Forget only tokens long past: an expired access token must still be known, so the service answers 109
+        # (expired: the SDK refreshes) rather than 105 (unknown), even after `advance 31d`.
+        tx.purge_tokens(at - REFRESH_TOKEN_LIFETIME)
         for user_id in user_ids:
             access = "simAT." + secrets.token_urlsafe(24)
             tx.store_token(access, "access", user_id, at, at + ACCESS_TOKEN_LIFETIME)

@@ -73,6 +73,16 @@ def _err(message: str, stderr: TextIO | None = None) -> None:
 # ---------------------------------------------------------------------------------------------------------- serve
 
 
+def _faults(text: str):
+    """argparse type for --faults: a FaultPlan, or a usage error that says what is allowed."""
+    from .faultinject import FaultPlan, FaultPlanError
+
+    try:
+        return FaultPlan.parse(text)
+    except FaultPlanError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
 def serve_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=f"{PROG} serve",
@@ -86,6 +96,9 @@ def serve_parser() -> argparse.ArgumentParser:
                         "from the state's world")
     p.add_argument("--seed", type=int, default=None, help="seed of the generated world (default 1)")
     p.add_argument("--latency", type=float, default=0, metavar="MS", help="add MS milliseconds to every SOAP reply")
+    p.add_argument("--faults", metavar="SPEC", type=_faults, default=None,
+                   help="inject faults, e.g. 'rate=0.2,seed=3' or 'rate=1,kinds=http503'; kinds: http500 http503 "
+                        "reset timeout malformed throttle expire internal slow (deterministic from the seed)")
     p.add_argument("--throttle", type=_nonneg_int, default=0, metavar="N",
                    help="refuse more than N calls per user per minute with 117 CallRateExceeded (default: off)")
     return p
@@ -118,7 +131,7 @@ def serve(argv: Sequence[str], *, stdout: TextIO | None = None, stderr: TextIO |
     if stored_seed is not None and (seed != int(stored_seed) or scale != int(stored_scale or 0)):
         reset = True
     sim = Simulator(path, port=ns.port, seed=seed, scale=scale, reset=reset, latency_ms=ns.latency,
-                    service_options=ServiceOptions(calls_per_minute=ns.throttle or None))
+                    faults=ns.faults, service_options=ServiceOptions(calls_per_minute=ns.throttle or None))
     try:
         sim.open()
     except StateError as exc:
@@ -150,6 +163,9 @@ def serve(argv: Sequence[str], *, stdout: TextIO | None = None, stderr: TextIO |
         print(f"State:              {path}", file=out)
         state_flag = f" --state {path}" if ns.state is not None else ""
         print(f"Demo users and access tokens: linkdesk simulator users{state_flag}", file=out)
+        if ns.faults is not None:
+            plan = ns.faults
+            print(f"Injecting faults: rate {plan.rate:g}, kinds {' '.join(plan.kinds)}, seed {plan.seed}.", file=out)
         print("Press Ctrl+C to stop.", file=out, flush=True)
         if ready is not None:
             threading.Thread(target=ready, args=(sim,), daemon=True).start()
@@ -160,6 +176,8 @@ def serve(argv: Sequence[str], *, stdout: TextIO | None = None, stderr: TextIO |
         sim.stop()
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+    if ns.faults is not None:
+        print(f"Faults injected: {ns.faults.summary()}.", file=out)
     print("Simulator stopped.", file=out, flush=True)
     return 0
 

@@ -172,6 +172,32 @@ def test_serve_in_process_until_stopped(tmp_path):
     assert out.rstrip().endswith("Simulator stopped.")
 
 
+def test_serve_with_faults_injects_them_and_reports_the_count(tmp_path):
+    seen = {}
+
+    def ready(sim):
+        parts = urlsplit(sim.url)
+        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+        conn.request("POST", parts.path, b"<x/>", {"Content-Type": "text/xml", "SOAPAction": '"GetCurrentUser"'})
+        resp = conn.getresponse()
+        seen["status"], seen["body"] = resp.status, resp.read()
+        conn.close()
+        sim.stop()
+
+    code, out, err = run(lambda argv, **kw: cli.serve(argv, ready=ready, **kw),
+                         ["--state", str(tmp_path / "s.sqlite"), "--faults", "rate=1,kinds=http503,seed=3"])
+    assert code == 0, err
+    assert seen["status"] == 503  # every request faulted, with the kind asked for
+    assert "Injecting faults: rate 1, kinds http503, seed 3." in out
+    assert "Faults injected: 1 of 1 requests faulted: http503 1." in out
+
+
+def test_serve_with_an_unknown_fault_kind_is_a_usage_error(tmp_path, capsys):
+    code, _, err = run(cli.serve, ["--state", str(tmp_path / "s.sqlite"), "--faults", "kinds=meteor"])
+    err += capsys.readouterr().err  # argparse's own usage errors go to sys.stderr
+    assert code == 2 and "meteor" in err and "http503" in err
+
+
 def test_serve_port_in_use_is_exit_1(tmp_path):
     with Simulator(tmp_path / "a.sqlite") as sim:
         code, _, err = run(cli.serve, ["--state", str(tmp_path / "b.sqlite"), "--port", str(sim.server.port)])

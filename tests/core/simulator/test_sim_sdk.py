@@ -193,6 +193,15 @@ def test_expired_token_is_refreshed_by_the_sdk_through_the_simulator(sim, sdk):
     assert call_fault(sdk, cm.GetUser, UserId=None) == [109]
 
 
+def test_a_token_expired_long_ago_is_still_109_not_105(sim, sdk):
+    data = sim.authorization_data(SA)
+    cm = sdk.ServiceClient("CustomerManagementService", 13, authorization_data=data, location=sim.url)
+    cm.refresh_oauth_tokens_automatically = False
+    sim.advance("31d")
+    sim.access_token(UB)  # issuing tokens purges old ones: the expired one must still be known
+    assert call_fault(sdk, cm.GetUser, UserId=None) == [109]  # expired (the SDK would refresh), not "unknown"
+
+
 def test_throttling_117(tmp_path, sdk):
     with Simulator(tmp_path / "t.sqlite", frozen_at=NOW, service_options=ServiceOptions(calls_per_minute=2)) as sim:
         cm = sim.service_client(SA)
