@@ -311,9 +311,9 @@ def world_state(links: int, seed: int = 1, *, log: Callable[[str], None] = print
     path = workdir() / f"world-{links}-s{seed}-{code_hash(WORLD_SOURCES, links, seed)}.sqlite"
     if not path.exists():
         log(f"  generating the {links:,}-link world (scale {scale_for(links):,}) ...")
-        tmp = path.with_suffix(".tmp.sqlite")
+        tmp = path.with_suffix(f".{os.getpid()}.tmp.sqlite")  # another process may be generating the same world
         info = generate_world(tmp, links, seed)
-        tmp.rename(path)
+        os.replace(tmp, path)
         log(f"  ... {info['latest_links']:,} links in {info['seconds']} s")
     return path
 
@@ -442,18 +442,22 @@ def synced_home(links: int, seed: int = 1, *, log: Callable[[str], None] = print
         return home
     log(f"  preparing a synced {links:,}-link demo home (one full sync over loopback SOAP) ...")
     state = world_state(links, seed, log=log)
-    if home.exists():
-        shutil.rmtree(home)
+    build = home.with_name(f"{home.name}.{os.getpid()}.tmp")  # built aside, then moved in place
+    if build.exists():
+        shutil.rmtree(build)
     t0 = time.perf_counter()
-    copy_db(state, home / "demo" / "simulator.sqlite")
-    with SimulatorProcess(home / "demo" / "simulator.sqlite") as sim:
-        run = run_sync(home / "demo" / "cache.sqlite", api_for(sim.url))
+    copy_db(state, build / "demo" / "simulator.sqlite")
+    with SimulatorProcess(build / "demo" / "simulator.sqlite") as sim:
+        run = run_sync(build / "demo" / "cache.sqlite", api_for(sim.url))
     if not run.ok:
         raise RuntimeError(f"The preparing sync failed: {run.message}")
     # One headless start of the real app in a child process writes the config a returning user has.
-    subprocess.run([PY, str(BENCH / "bench_tui.py"), "--child", "remember", "--home", str(home)], check=True,
+    subprocess.run([PY, str(BENCH / "bench_tui.py"), "--child", "remember", "--home", str(build)], check=True,
                    cwd=ROOT, timeout=600, env=child_env())
-    (home / "ready").write_text(json.dumps({"links": run.links, "sync_seconds": run.seconds}))
+    (build / "ready").write_text(json.dumps({"links": run.links, "sync_seconds": run.seconds}))
+    if home.exists():
+        shutil.rmtree(home)
+    build.rename(home)
     log(f"  ... {run.links:,} links synced in {run.seconds} s; home ready in {time.perf_counter() - t0:.0f} s")
     return home
 

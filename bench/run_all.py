@@ -1,11 +1,13 @@
 """Run every benchmark, save the results, and refresh the table in bench/README.md.
 
-Run:  .venv/bin/python bench/run_all.py [--quick] [--runs N] [--only world,sync,tui,cache] [--no-readme]
+Run:  .venv/bin/python bench/run_all.py [--quick] [--runs N] [--only world,sync,tui,cache [--merge]] [--no-readme]
 
 Each script runs in its own process (clean memory and imports) and writes JSON; the merged result goes to
 ``bench/results/<UTC time>.json`` and ``bench/results/latest.json`` (``--quick`` runs go to ``bench/results/quick/``
 and leave the README alone: their scales are too small to compare). The README's table is rebuilt from
-``latest.json`` between its ``results:begin`` / ``results:end`` markers, with the machine's description.
+``latest.json`` between its ``results:begin`` / ``results:end`` markers, with the machine's description. ``--only``
+runs a subset and leaves the README alone; with ``--merge`` its results replace those scripts' in ``latest.json``
+(the others are kept, with their own dates) and the README is rewritten.
 
 Figure 8 (growth) is derived here from the per-size figures of the other scripts: for each interactive figure, the
 100k value divided by the 1k value. Nothing on the interactive path may grow linearly with the number of links (that
@@ -104,7 +106,8 @@ def fmt(v: Any) -> str:
 def table(merged: dict[str, Any]) -> str:
     m = merged["machine"]
     lines = [
-        f"Latest run: {merged['started']} (git {m.get('git')}), {merged['seconds'] / 60:.0f} min in all.",
+        f"Latest run: {merged['started']} (git {m.get('git')}), {merged['seconds'] / 60:.0f} min in all"
+        + (f" ({merged['merged']})." if merged.get("merged") else "."),
         "",
         f"Machine: {m.get('nproc')} × {m.get('cpu')}, {m.get('ram_gb')} GB RAM, {m.get('os')} "
         f"(kernel {m.get('kernel')}), Python {m.get('python')}, SQLite {m.get('sqlite')}, Textual {m.get('textual')}; "
@@ -153,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="small scales, 2 runs: checks the scripts, not the targets")
     ap.add_argument("--runs", type=int, default=None, help="runs per figure (default: each script's, 5)")
     ap.add_argument("--only", default=None, help=f"comma-separated subset of {','.join(SCRIPTS)}")
+    ap.add_argument("--merge", action="store_true",
+                    help="with --only: replace those scripts' results in results/latest.json, keep the others")
     ap.add_argument("--no-readme", action="store_true", help="do not rewrite bench/README.md")
     args = ap.parse_args(argv)
     names = args.only.split(",") if args.only else list(SCRIPTS)
@@ -167,6 +172,12 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="linkdesk-bench-") as tmp:
         for name in names:
             merged["scripts"][name] = run_script(name, args, Path(tmp) / f"{name}.json")
+    if args.merge and args.only and not args.quick and (C.RESULTS / "latest.json").exists():
+        previous = json.loads((C.RESULTS / "latest.json").read_text())
+        kept = {k: {**v, "merged_from": previous["started"]} for k, v in previous["scripts"].items()
+                if k not in merged["scripts"] and k != "growth"}
+        merged["scripts"] = {**kept, **merged["scripts"]}
+        merged["merged"] = f"{', '.join(names)} from this run; the rest from {previous['started']}"
     figures = [f for s in merged["scripts"].values() for f in s.get("figures", [])]
     grown = growth(figures)
     if grown:
@@ -181,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     (folder / f"{stamp}.json").write_text(body)
     (folder / "latest.json").write_text(body)
     print(f"results: {folder / (stamp + '.json')}")
-    if not args.quick and not args.no_readme and not args.only:
+    if not args.quick and not args.no_readme and (not args.only or args.merge):
         update_readme(merged)
         print("bench/README.md updated")
     missed = [f["id"] for f in figures + grown if f.get("ok") is False]
