@@ -339,14 +339,14 @@ async def _settle_all(pilot: Any, timeout: float = 60.0) -> None:
 
     deadline = time.perf_counter() + timeout
     while True:
+        # Wait as the app would (its own timers paint at their pace); forcing paints here would add work.
+        while _pending_background(pilot.app) or _busy(pilot.app):
+            if time.perf_counter() > deadline:
+                raise RuntimeError("The app's background work did not finish within the timeout.")
+            await asyncio.sleep(0.002)
         await _settle(pilot)
         if not _pending_background(pilot.app):
-            await _settle(pilot)
-            if not _pending_background(pilot.app):
-                return
-        if time.perf_counter() > deadline:
-            raise RuntimeError("The app's background work did not finish within the timeout.")
-        await asyncio.sleep(0.001)
+            return
 
 
 class KeyTimes:
