@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import os
 import secrets as _secrets
-import tempfile
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -99,21 +98,8 @@ def _credentials_dir() -> Path:
 
 
 def _write_private(target: Path, data: dict[str, Any]) -> None:
-    """Write JSON atomically with mode 0600 (the temp file is 0600 before a byte is written)."""
-    fd, tmp = tempfile.mkstemp(prefix=".cred-", suffix=".tmp", dir=target.parent)
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2, sort_keys=True)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    """Write JSON atomically with mode 0600."""
+    paths.write_private_json(target, data, prefix=".cred-")
 
 
 class FileStore:

@@ -104,10 +104,10 @@ def read_config() -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def write_config(data: dict[str, Any]) -> None:
-    """Replace the config file atomically (temp file, fsync, rename), mode 0600."""
-    target = config_file()
-    fd, tmp = tempfile.mkstemp(prefix=".config-", suffix=".tmp", dir=target.parent)
+def write_private_json(target: Path, data: dict[str, Any], *, prefix: str = ".tmp-") -> None:
+    """Replace ``target`` with JSON atomically (temp file, fsync, rename); the temp file is 0600 before a byte is
+    written, so secrets never sit in a readable file."""
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=target.parent)
     try:
         os.fchmod(fd, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
@@ -122,6 +122,11 @@ def write_config(data: dict[str, Any]) -> None:
         except FileNotFoundError:
             pass
         raise
+
+
+def write_config(data: dict[str, Any]) -> None:
+    """Replace the config file atomically, mode 0600."""
+    write_private_json(config_file(), data, prefix=".config-")
 
 
 def last_profile() -> str | None:
