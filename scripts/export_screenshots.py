@@ -152,10 +152,11 @@ async def _clients(pilot: Any) -> None:
     app = pilot.app
     await pilot.press("1")
     tree = app.main.clients.tree
-    await wait_until(pilot, lambda: len(tree.root.children) == 2 and len(tree.root.children[1].children) > 0)
+    await wait_until(pilot, lambda: len(tree.root.children) == 2 and len(tree.root.children[1].children) > 0
+                     and not tree.loading)
     margies = next(n for n in tree.root.children[1].children if n.data.item.name == "Margie's Travel")
     margies.expand()
-    await wait_until(pilot, lambda: len(margies.children) > 0)
+    await wait_until(pilot, lambda: len(margies.children) > 0 and not tree.loading)
     tree.move_cursor(margies.children[1])
     await settle(pilot)
 

@@ -121,7 +121,8 @@ async def test_client_text_is_literal_on_every_screen(tmp_path):
         assert "[link=https://e.com]y" in text or "[bold red]x[/]" in text
         await pilot.press("n", "escape", "1")
         clients = app.main.clients.tree.root.children[1]
-        await wait_until(pilot, lambda: len(clients.children) >= 2, what="client customers")
+        await wait_until(pilot, lambda: not app.main.clients.tree.loading and len(clients.children) >= 2,
+                         what="client customers")
         text = flat(screen_text(app))
         assert "[bold red]x[/]" in text and "[link=https://e.com]y" in text
         assert "\x1b" not in screen_text(app)

@@ -151,14 +151,15 @@ async def test_tree_children_load_when_opened_one_page_at_a_time(tmp_path):
     session.write_cache()
     app = TreeApp(session)
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause()
         tree = app.query_one(ClientsTree)
+        await wait_until(pilot, lambda: not tree.loading and len(tree.root.children[1].children) > 0,
+                         what="the client customers")
         clients = tree.root.children[1]
         customers = {node.data.id: node for node in clients.children}
         client_b = customers[CLIENT_B]
         assert len(client_b.children) == 0  # nothing read before it is opened
         client_b.expand()
-        await wait_until(pilot, lambda: len(client_b.children) > 0, what="the first page")
+        await wait_until(pilot, lambda: not tree.loading and len(client_b.children) > 0, what="the first page")
         assert len(client_b.children) == PAGE + 1
         more = client_b.children[-1]
         assert more.data.kind == "more" and "253 more" in str(more.label)
@@ -168,7 +169,8 @@ async def test_tree_children_load_when_opened_one_page_at_a_time(tmp_path):
         more = client_b.children[-1]
         tree.move_cursor(more)
         await pilot.press("enter")
-        await wait_until(pilot, lambda: client_b.children[-1].data.kind != "more", what="the last page")
+        await wait_until(pilot, lambda: not tree.loading and client_b.children[-1].data.kind != "more",
+                         what="the last page")
         assert len(client_b.children) == 453
         assert len({n.data.id for n in client_b.children}) == 453  # no account twice
 
@@ -180,11 +182,12 @@ async def test_tree_labels_are_literal_and_reopen_after_a_reload(tmp_path):
     session.write_cache()
     app = TreeApp(session)
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause()
         tree = app.query_one(ClientsTree)
+        await wait_until(pilot, lambda: not tree.loading and len(tree.root.children[1].children) > 0,
+                         what="the client customers")
         client_a = next(n for n in tree.root.children[1].children if n.data.id == CLIENT_A)
         client_a.expand()
-        await wait_until(pilot, lambda: len(client_a.children) == 2, what="Client A's accounts")
+        await wait_until(pilot, lambda: not tree.loading and len(client_a.children) == 2, what="Client A's accounts")
         tree.move_cursor(client_a.children[1])
         await pilot.pause()
         text = flat(screen_text(app))

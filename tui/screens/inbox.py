@@ -314,7 +314,8 @@ class InboxView(Vertical):
         stage = None if stage_id == "all" else Stage(stage_id)
         if self._query is not None and stage != self._query.stage:
             self._set_query(stage=stage)
-        self.link_list.focus()
+            if self.display:  # a click on a stage; never steal focus when the inbox is not the view shown
+                self.link_list.focus()
 
     # -- filter ---------------------------------------------------------------------------------------------------
 

@@ -23,6 +23,8 @@ VIEWS = (("clients", "1", "Clients"), ("inbox", "2", "Inbox"))
 class MainScreen(Screen[None]):
     """Holds both views; the app switches between them with ``show`` and hands them data with ``load``."""
 
+    AUTO_FOCUS = "#inbox-list"
+
     def __init__(self, clock: Callable[[], datetime]) -> None:
         super().__init__()
         self._clock = clock
@@ -56,10 +58,10 @@ class MainScreen(Screen[None]):
         """Switch to ``clients`` or ``inbox`` and focus its main widget."""
         self.query_one("#views", ContentSwitcher).current = view
         self._show_tabs(view)
-        if view == "inbox":
-            self.inbox.link_list.focus()
-        else:
-            self.clients.tree.focus()
+        target = self.inbox.link_list if view == "inbox" else self.clients.tree
+        target.focus()
+        # A widget that was hidden a moment ago may not take focus until the switch is laid out: ask again then.
+        self.call_after_refresh(target.focus)
 
     def _show_tabs(self, current: str) -> None:
         out = Text()
