@@ -24,7 +24,9 @@ _ESCAPES = re.compile(
 _INVISIBLE = re.compile(
     "[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u2028\u2029\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]"
 )
-_WHITESPACE = re.compile(r"[\t\n]+")
+_WHITESPACE = re.compile(r"[\t\n\r]+")
+#: Lone surrogates cannot be encoded for the terminal (writing one raises); shown as the replacement character.
+_SURROGATES = re.compile("[\ud800-\udfff]")
 
 #: Longest piece of client text shown anywhere (the API allows long notes; a screen never needs more).
 MAX_CHARS = 2000
@@ -38,11 +40,11 @@ def clean(value: object, *, max_chars: int = MAX_CHARS, keep_newlines: bool = Fa
     """
     if value is None:
         return ""
-    text = str(value)
+    text = _SURROGATES.sub("\ufffd", str(value))
     if "\x1b" in text or "\x9b" in text:
         text = _ESCAPES.sub("", text)
     if keep_newlines:
-        text = text.replace("\r\n", "\n").replace("\t", " ")
+        text = text.replace("\r\n", "\n").replace("\r", " ").replace("\t", " ")
         text = "\n".join(_INVISIBLE.sub("", line) for line in text.split("\n"))
     else:
         text = _INVISIBLE.sub("", _WHITESPACE.sub(" ", text))

@@ -36,6 +36,12 @@ def test_bidi_overrides_and_invisible_characters_are_removed():
     assert clean("iso\u2066late\u2069") == "isolate"
 
 
+def test_lone_surrogates_and_carriage_returns_cannot_break_the_terminal():
+    shown = clean("Acme\ud800 Ltd\rline")
+    assert shown == "Acme\ufffd Ltd line"
+    shown.encode("utf-8")  # a lone surrogate would raise here, and in the terminal driver
+
+
 def test_long_text_is_cut_with_an_ellipsis():
     out = clean("x" * 5000, max_chars=100)
     assert len(out) == 100 and out.endswith("…")
