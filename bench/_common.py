@@ -306,6 +306,17 @@ def generate_world(path: Path, links: int, seed: int = 1) -> dict[str, Any]:
             "latest_links": w.latest_links, "seconds": round(seconds, 2), "seed_tx_seconds": w.seconds}
 
 
+def _prune(keep: Path, pattern: str) -> None:
+    """Delete older work files of the same kind (built by other versions of the code), keeping ``keep``."""
+    for old in workdir().glob(pattern):
+        if old == keep or old.name.startswith(keep.name) or ".tmp" in old.name:
+            continue
+        try:
+            shutil.rmtree(old) if old.is_dir() else old.unlink()
+        except OSError:
+            pass
+
+
 def world_state(links: int, seed: int = 1, *, log: Callable[[str], None] = print) -> Path:
     """A generated simulator state for ``links`` (cached in the work folder; copy it before serving it)."""
     path = workdir() / f"world-{links}-s{seed}-{code_hash(WORLD_SOURCES, links, seed)}.sqlite"
@@ -315,6 +326,7 @@ def world_state(links: int, seed: int = 1, *, log: Callable[[str], None] = print
         info = generate_world(tmp, links, seed)
         os.replace(tmp, path)
         log(f"  ... {info['latest_links']:,} links in {info['seconds']} s")
+        _prune(path, f"world-{links}-s{seed}-*.sqlite*")
     return path
 
 
@@ -459,6 +471,7 @@ def synced_home(links: int, seed: int = 1, *, log: Callable[[str], None] = print
         shutil.rmtree(home)
     build.rename(home)
     log(f"  ... {run.links:,} links synced in {run.seconds} s; home ready in {time.perf_counter() - t0:.0f} s")
+    _prune(home, f"home-{links}-s{seed}-*")
     return home
 
 
