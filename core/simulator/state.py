@@ -747,6 +747,21 @@ class Tx:
         # Sorted here: an ORDER BY would tempt the planner into a long index walk instead of the links_reach range.
         return sorted(self.c.execute(sql, params).fetchall())
 
+    def links_with_status_of_entities(self, client_entity_ids: Iterable[int], statuses: Iterable[str],
+                                      link_type: str) -> list[tuple[int, int, int, int | None, str | None]]:
+        """``links_with_status`` for many client entities at once (one query per 900 ids), sorted the same way:
+        the batched read behind a page of accounts."""
+        st = tuple(statuses)
+        ids = list(client_entity_ids)
+        sql = ("SELECT client_entity_id, managing_customer_id, client_customer_id, is_bill_to_client, permission "
+               f"FROM client_links WHERE is_latest = 1 AND type = ? AND status IN ({','.join('?' * len(st))}) "
+               "AND client_entity_id IN ({})")
+        out: list[Any] = []
+        for i in range(0, len(ids), 900):
+            chunk = ids[i:i + 900]
+            out.extend(self.c.execute(sql.format(",".join("?" * len(chunk))), [link_type, *st, *chunk]).fetchall())
+        return sorted(out)
+
     def managed_entity_ids(self, managing_customer_id: int, link_type: str, statuses: Iterable[str],
                            among: Iterable[int] | None = None) -> list[int]:
         """Client entities whose most recent link with this manager is in ``statuses`` (optionally only ``among``
