@@ -287,22 +287,24 @@ class InboxView(Vertical):
     @on(LinkList.Highlighted, "#inbox-list")
     def _show_preview(self, event: LinkList.Highlighted) -> None:
         preview = self.query_one("#inbox-preview", Static)
+        # The preview's height is fixed (app.tcss) and its width follows the screen, so new text never changes its
+        # size: skip the full-screen layout that update() would do on every cursor move.
         row = event.row
         if row is None or self._caches is None:
             self._link_ctx = None
-            preview.update("")
+            preview.update("", layout=False)
             return
         ctx = link_context(self._caches(), row.key, self._actor, self._clock())
         self._link_ctx = ctx
         if ctx is None:
-            preview.update("")
+            preview.update("", layout=False)
             return
         line1 = join((rules.entity_label(ctx.link), "bold"), " — ", rules.status_text(ctx.link.status))
         if ctx.waiting:
             line1.append(" " + ctx.waiting, style="italic")
         elif ctx.days_left is not None and ctx.days_left >= 0:
             line1.append(f" Expires in {ctx.days_left} days.", style="italic")
-        preview.update(join(line1, "\n", action_summary(ctx)))
+        preview.update(join(line1, "\n", action_summary(ctx)), layout=False)
 
     @on(LinkList.Selected, "#inbox-list")
     def _open(self, event: LinkList.Selected) -> None:

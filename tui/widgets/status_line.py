@@ -9,6 +9,7 @@ from typing import Callable
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Horizontal
+from textual.timer import Timer
 from textual.widgets import ProgressBar, Static
 
 from ..text import ago, clean, short_date
@@ -46,6 +47,10 @@ def age_text(info: StatusInfo, now: datetime) -> str:
     return f"synced {ago(info.last_sync, now)}"
 
 
+#: Seconds between two drawings of a sync's progress: a sync posts a step per page, far more often than eyes need.
+PROGRESS_INTERVAL = 0.1
+
+
 class StatusLine(Horizontal):
     """Reads the app's ``status`` (a ``StatusInfo``) and its clock; refreshes the age every 30 seconds."""
 
@@ -68,12 +73,15 @@ class StatusLine(Horizontal):
         super().__init__(id=id)
         self._clock = clock
         self._info = StatusInfo()
+        self._shown: StatusInfo | None = None  # what is on screen, while a newer progress step may wait
+        self._cooldown: Timer | None = None  # set while progress steps are held back
 
     def compose(self) -> ComposeResult:
         yield Static(id="status-profile")
         yield Static(id="status-who")
         yield Static(id="status-age")
-        yield ProgressBar(total=None, show_eta=False, show_percentage=False, id="status-progress")
+        # Determinate while idle: an indeterminate bar animates at 15 frames a second even when hidden.
+        yield ProgressBar(total=1, show_eta=False, show_percentage=False, id="status-progress")
         yield Static(id="status-message")
 
     def on_mount(self) -> None:
@@ -81,10 +89,30 @@ class StatusLine(Horizontal):
         self.set_interval(30, self._tick)
 
     def _tick(self) -> None:
-        self.show(self._info)
+        self._draw(self._info)
 
     def show(self, info: StatusInfo) -> None:
+        """Show ``info``; progress steps within one sync phase are drawn at most 10 times a second."""
         self._info = info
+        shown = self._shown
+        step = (shown is not None and info.phase is not None and info.phase == shown.phase
+                and info.with_(done=0, total=None, message="") == shown.with_(done=0, total=None, message=""))
+        if step and self._cooldown is not None:
+            return  # the cooldown's end draws the latest info
+        self._draw(info)
+        if self._cooldown is not None:
+            self._cooldown.stop()
+            self._cooldown = None
+        if info.phase is not None:
+            self._cooldown = self.set_timer(PROGRESS_INTERVAL, self._cooldown_over)
+
+    def _cooldown_over(self) -> None:
+        self._cooldown = None
+        if self._info != self._shown:
+            self.show(self._info)  # draws it and starts the next cooldown
+
+    def _draw(self, info: StatusInfo) -> None:
+        self._shown = info
         profile = self.query_one("#status-profile", Static)
         profile.update(Text("DEMO" if info.is_demo else (info.profile.upper() or "…")))
         profile.set_class(not info.is_demo, "-live")
@@ -105,6 +133,8 @@ class StatusLine(Horizontal):
         bar.set_class(running, "-running")
         if running:
             bar.update(total=info.total if info.total else None, progress=info.done)
+        elif bar.total is None:
+            bar.update(total=1, progress=0)  # stops the indeterminate animation
         message = Text(clean(info.message, max_chars=200))
         if running:
             message.append("  (esc stops)", style="dim")
