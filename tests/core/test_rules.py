@@ -4,13 +4,13 @@ documentation, not derived from the module."""
 
 from __future__ import annotations
 
-import re
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from linkdesk.core import rules
+from rules_messages import WIRE_FIELDS, message_problems
 from linkdesk.core.model import (
     Account,
     Actor,
@@ -91,31 +91,7 @@ def update(link, requested, actor=SA, party=Party.AGENCY, now=NOW, **kw):
     return rules.check_update(link, requested, actor=actor, party=party, now=now, **kw)
 
 
-# ---- message quality (same checks as in the other rules test files) ---------------------------------------------------
-
-WIRE_FIELDS = [
-    "Type", "ClientEntityId", "ClientEntityNumber", "ClientEntityName", "ManagingCustomerId", "ManagingCustomerNumber",
-    "ManagingCustomerName", "Note", "Name", "InviterEmail", "InviterName", "InviterPhone", "IsBillToClient",
-    "StartDate", "Status", "SuppressNotification", "LastModifiedDateTime", "LastModifiedByUserId", "Timestamp",
-    "ForwardCompatibilityMap", "CustomerLinkPermission", "ClientEntityCustomerNumber",
-]
-ARTEFACTS = ["<", ">", "None", "Status.", "ClientLinkStatus.", "LinkType.", "Role.", "Party.", "Kind.", "Action.",
-             "{", "}", "  ", " .", " ,", "..", ";.", "()", "''", "\n", "Traceback", "self.", "__"]
-
-
-def message_problems(msg: str) -> list[str]:
-    problems = []
-    if not msg or not msg[0].isupper():
-        problems.append("does not start with a capital letter")
-    if not msg.endswith("."):
-        problems.append("does not end with '.'")
-    problems += [f"contains {a!r}" for a in ARTEFACTS if a in msg]
-    for name in STATUSES + WIRE_FIELDS:
-        for m in re.finditer(rf"\b{name}\b", msg):
-            before, after = msg[: m.start()], msg[m.end():]
-            if before.count("(") <= before.count(")") and not after.startswith(" ("):
-                problems.append(f"uses {name} without saying what it means")
-    return problems
+# ---- message quality (the checker lives in rules_messages.py, shared by the rules tests) ------------------------------
 
 
 def test_the_message_checker_catches_what_it_should():

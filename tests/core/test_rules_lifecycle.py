@@ -9,12 +9,12 @@ customer links: Super Admin only); Campaign Managers, Viewers and Aggregators ar
 
 from __future__ import annotations
 
-import re
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from linkdesk.core import rules
+from rules_messages import message_problems
 from linkdesk.core.model import (
     Actor,
     ClientLink,
@@ -135,35 +135,6 @@ def all_cases():
                 for role in ROLES:
                     for t in LINK_TYPES:
                         yield s, r, p, role, t
-
-
-# ---- message quality (same checks as in test_rules.py / test_rules_properties.py) ------------------------------------
-
-WIRE_FIELDS = [
-    "Type", "ClientEntityId", "ClientEntityNumber", "ClientEntityName", "ManagingCustomerId", "ManagingCustomerNumber",
-    "ManagingCustomerName", "Note", "Name", "InviterEmail", "InviterName", "InviterPhone", "IsBillToClient",
-    "StartDate", "Status", "SuppressNotification", "LastModifiedDateTime", "LastModifiedByUserId", "Timestamp",
-    "ForwardCompatibilityMap", "CustomerLinkPermission", "ClientEntityCustomerNumber",
-]
-ARTEFACTS = ["<", ">", "None", "Status.", "ClientLinkStatus.", "LinkType.", "Role.", "Party.", "Kind.", "Action.",
-             "{", "}", "  ", " .", " ,", "..", ";.", "()", "''", "\n", "Traceback", "self.", "__"]
-
-
-def message_problems(msg: str) -> list[str]:
-    """What keeps ``msg`` from being a full sentence a user understands (empty when it is one)."""
-    problems = []
-    if not msg or not msg[0].isupper():
-        problems.append("does not start with a capital letter")
-    if not msg.endswith("."):
-        problems.append("does not end with '.'")
-    problems += [f"contains {a!r}" for a in ARTEFACTS if a in msg]
-    # A wire status or element name is jargon unless the sentence explains it: inside parentheses, or followed by one.
-    for name in STATUSES + WIRE_FIELDS:
-        for m in re.finditer(rf"\b{name}\b", msg):
-            before, after = msg[: m.start()], msg[m.end():]
-            if before.count("(") <= before.count(")") and not after.startswith(" ("):
-                problems.append(f"uses {name} without saying what it means")
-    return problems
 
 
 # ---- the table --------------------------------------------------------------------------------------------------------

@@ -9,7 +9,6 @@ full sentence.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 
@@ -17,6 +16,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from linkdesk.core import rules
+from rules_messages import message_problems
 from linkdesk.core.model import (
     Account,
     Actor,
@@ -55,32 +55,6 @@ GRAPH = {
     ("UnlinkInProgress", "Inactive", "service"), ("UnlinkInProgress", "UnlinkFailed", "service"),
 }
 ROLES = [41, 203, 16, 100, 33]
-
-WIRE_FIELDS = [
-    "Type", "ClientEntityId", "ClientEntityNumber", "ClientEntityName", "ManagingCustomerId", "ManagingCustomerNumber",
-    "ManagingCustomerName", "Note", "Name", "InviterEmail", "InviterName", "InviterPhone", "IsBillToClient",
-    "StartDate", "Status", "SuppressNotification", "LastModifiedDateTime", "LastModifiedByUserId", "Timestamp",
-    "ForwardCompatibilityMap", "CustomerLinkPermission", "ClientEntityCustomerNumber",
-]
-ARTEFACTS = ["<", ">", "None", "Status.", "ClientLinkStatus.", "LinkType.", "Role.", "Party.", "Kind.", "Action.",
-             "{", "}", "  ", " .", " ,", "..", ";.", "()", "''", "\n", "Traceback", "self.", "__"]
-
-
-def message_problems(msg: str) -> list[str]:
-    """Same checks as in test_rules.py: a full sentence, no Python artefacts, wire names only with context."""
-    problems = []
-    if not msg or not msg[0].isupper():
-        problems.append("does not start with a capital letter")
-    if not msg.endswith("."):
-        problems.append("does not end with '.'")
-    problems += [f"contains {a!r}" for a in ARTEFACTS if a in msg]
-    for name in STATUSES + WIRE_FIELDS:
-        for m in re.finditer(rf"\b{name}\b", msg):
-            before, after = msg[: m.start()], msg[m.end():]
-            if before.count("(") <= before.count(")") and not after.startswith(" ("):
-                problems.append(f"uses {name} without saying what it means")
-    return problems
-
 
 def agency_role_may(role: int, link_type: LinkType) -> bool:
     return role in (41, 203) if link_type == LinkType.AccountLink else role == 41
