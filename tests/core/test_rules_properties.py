@@ -56,6 +56,7 @@ GRAPH = {
 }
 ROLES = [41, 203, 16, 100, 33]
 
+
 def agency_role_may(role: int, link_type: LinkType) -> bool:
     return role in (41, 203) if link_type == LinkType.AccountLink else role == 41
 
