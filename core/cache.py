@@ -1892,8 +1892,12 @@ class Cache:
                        None if r[9] is None else bool(r[9]), agencies)
 
     @_guard
-    def user(self, user_id: int) -> User | None:
-        """A user with roles and reachable accounts as the sync stored them."""
+    def user(self, user_id: int, *, with_accounts: bool = True) -> User | None:
+        """A user with roles and reachable accounts as the sync stored them.
+
+        ``with_accounts=False`` reads the roles only (account lists left empty): for callers that need who the user
+        is and its role, not what it reaches — the first frame, where an agency user may reach tens of thousands of
+        accounts."""
         r = self._conn.execute(
             "SELECT id, user_name, customer_id, first_name, last_name, email, phone, life_cycle_status"
             " FROM users WHERE id = ?",
@@ -1902,10 +1906,11 @@ class Cache:
         if r is None:
             return None
         access: dict[tuple[int, str], list[int]] = {}
-        for account_id, via, source in self._conn.execute(
+        rows = self._conn.execute(
             "SELECT account_id, via_customer_id, source FROM user_accounts WHERE user_id = ? ORDER BY account_id",
             (r[0],),
-        ):
+        ) if with_accounts else ()
+        for account_id, via, source in rows:
             access.setdefault((via, source), []).append(account_id)
         roles = []
         for customer_id, role_id, permission, all_accounts in self._conn.execute(

@@ -228,7 +228,7 @@ class LinkdeskApp(App[int]):
         try:
             observer_customer = int(cache.meta_get("customer_id") or 0) or None
             acting = cache.meta_get("acting_user_id") or cache.meta_get("user_id")
-            user = cache.user(int(acting)) if acting else None
+            user = cache.user(int(acting), with_accounts=False) if acting else None
         except (TypeError, ValueError):
             return None
         if user is None:

@@ -1200,6 +1200,9 @@ def test_tree_users_and_the_accounts_they_reach(cache):
     u = cache.user(7)
     assert u.roles[0].account_ids is None and u.roles[0].linked_account_ids == (101, 102, 201, 202)
     assert cache.user(8).roles[0].account_ids == (101,)
+    brief = cache.user(8, with_accounts=False)  # the first frame's read: who and which role, not what it reaches
+    assert (brief.user_name, brief.role_at(AGENCY), brief.roles[0].account_ids) == ("usera@contoso",
+                                                                                    Role.AdvertiserCampaignManager, ())
     assert cache.account(900).prepaid is True and cache.account(101).linked_agency_ids == (AGENCY,)
     assert cache.customer(12).name == "client B" and cache.customer(99) is None and cache.user(99) is None
 
