@@ -230,6 +230,9 @@ async def _bulk(pilot: Any) -> None:
 
 
 async def _help(pilot: Any) -> None:
+    # Which keys the help screen shows as available depends on the inbox having its rows (a selected link enables
+    # open/cancel/unlink), so let the first page load before asking for help.
+    await settle(pilot)
     await pilot.press("question_mark")
     await settle(pilot)
 
