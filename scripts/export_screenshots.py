@@ -127,6 +127,13 @@ class Scene:
     about: str
     drive: Callable[[Any], Awaitable[None]]
 
+    async def run(self, pilot: Any) -> None:
+        """Start from the settled first frame (inbox page loaded, list focused), then drive the scene. What a key
+        does, and which keys the help screen lists as available, depend on focus and selection, so no scene may
+        race the first page."""
+        await settle(pilot)
+        await self.drive(pilot)
+
 
 async def _inbox(pilot: Any) -> None:
     await settle(pilot)
@@ -230,9 +237,6 @@ async def _bulk(pilot: Any) -> None:
 
 
 async def _help(pilot: Any) -> None:
-    # Which keys the help screen shows as available depends on the inbox having its rows (a selected link enables
-    # open/cancel/unlink), so let the first page load before asking for help.
-    await settle(pilot)
     await pilot.press("question_mark")
     await settle(pilot)
 
@@ -282,7 +286,7 @@ async def _shoot(scene: Scene, home: Path, out: Path) -> Path:
     try:
         async with app.run_test(size=SIZE, notifications=True) as pilot:
             await pilot.pause()
-            await scene.drive(pilot)
+            await scene.run(pilot)
             await pilot.wait_for_scheduled_animations()
             target.write_text(app.export_screenshot(title=f"linkdesk — {scene.about}"), encoding="utf-8")
     finally:

@@ -27,6 +27,6 @@ def test_scene(scene, snap_compare, demo_template, tmp_path):
     shutil.copytree(demo_template, home)
     app, session = scenes.make_app(home)
     try:
-        assert snap_compare(app, terminal_size=scenes.SIZE, run_before=scene.drive)
+        assert snap_compare(app, terminal_size=scenes.SIZE, run_before=scene.run)
     finally:
         session.close()
