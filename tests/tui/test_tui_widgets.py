@@ -104,6 +104,54 @@ async def test_only_visible_pages_are_read_and_a_cursor_move_repaints_two_lines(
         assert app.selected and app.selected[-1].n == link_list.cursor
 
 
+class BackgroundListApp(ListApp):
+    def compose(self) -> ComposeResult:
+        yield LinkList(COLUMNS, cells, id="list", background=True)
+
+
+async def test_pages_near_the_screen_are_read_ahead_in_the_background():
+    source = CountingSource()
+    app = BackgroundListApp(source)
+    async with app.run_test(size=SIZE) as pilot:
+        link_list = app.query_one(LinkList)
+        await wait_until(pilot, lambda: link_list.highlighted is not None, what="the first page")
+        assert source.pages == [(0, 100)]  # a screen away from row 100: nothing more is read
+        height = link_list.scrollable_content_region.height
+        while link_list.cursor + height < 99:  # until row 100 is within a screen below the visible lines
+            await pilot.press("pagedown")
+        # The next page is asked for while the cursor is still most of a screen above it.
+        await wait_until(pilot, lambda: (100, 100) in source.pages, what="the next page read ahead")
+        assert link_list.cursor < 100
+        pages_before = len(source.pages)
+        await pilot.press("pagedown", "pagedown")
+        await pilot.pause()
+        assert link_list.highlighted is not None and link_list.cursor >= 100  # no placeholder on the way
+        assert all(offset <= 200 for offset, _ in source.pages[pages_before:])  # only neighbours, never a jump
+
+
+async def test_a_new_count_moves_the_scroll_range_without_a_layout():
+    source = CountingSource()
+    app = ListApp(source)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        link_list = app.query_one(LinkList)
+        layouts: list[bool] = []
+        original = link_list.refresh
+
+        def refresh(*regions, repaint=True, layout=False, recompose=False):
+            layouts.append(layout)
+            return original(*regions, repaint=repaint, layout=layout, recompose=recompose)
+
+        link_list.refresh = refresh
+        link_list.set_source(CountingSource(250))
+        assert not any(layouts)  # the list's size does not depend on its row count: the screen stays laid out
+        assert link_list.virtual_size.height == 250 and link_list.max_scroll_y == 250 - link_list.size.height
+        await pilot.press("G")
+        await pilot.pause()
+        assert link_list.cursor == 249 and link_list.scroll_offset.y == link_list.max_scroll_y
+        assert "client 000249" in screen_text(app)
+
+
 async def test_client_text_in_rows_is_drawn_literally():
     names = {0: "[bold red]x[/]", 1: "[link=https://e.com]y", 2: "\x1b[31mred\x1b[0m"}
     from linkdesk.tui.text import clean
@@ -198,3 +246,68 @@ async def test_tree_labels_are_literal_and_reopen_after_a_reload(tmp_path):
                          what="the cursor back on the account")
         assert tree.cursor_node.data.id == 2002
         assert isinstance(tree, Tree)
+
+
+class InboxApp(App):
+    def __init__(self, session, clock) -> None:
+        super().__init__()
+        self.session = session
+        self.clock = clock
+
+    def compose(self) -> ComposeResult:
+        from linkdesk.tui.screens.inbox import InboxView
+
+        yield InboxView(self.clock, id="inbox")
+
+    def on_mount(self) -> None:
+        from linkdesk.tui.screens.inbox import InboxView
+
+        view = self.query_one(InboxView)
+        view.load(self.session.cache, self.session.identity().actor())
+        view.link_list.focus()
+
+
+async def test_a_stage_switch_reuses_the_counts_and_lists_what_its_tab_says(tmp_path, monkeypatch):
+    from textual.widgets import Tabs
+    from textual.widgets._tabs import Underline
+    from tui_fakes import FakeSession
+
+    import linkdesk.tui.screens.inbox as inbox_module
+
+    session = FakeSession(tmp_path, extra_links=250)
+    session.write_cache()
+    counted: list[object] = []
+    real_counts = inbox_module.stage_counts
+    monkeypatch.setattr(inbox_module, "stage_counts", lambda *a, **k: counted.append(a) or real_counts(*a, **k))
+    clock_calls = [0]
+
+    def clock():
+        clock_calls[0] += 1
+        return session.clock()
+
+    app = InboxApp(session, clock)
+    async with app.run_test(size=SIZE) as pilot:
+        view = app.query_one(inbox_module.InboxView)
+        await wait_until(pilot, lambda: view.settled and view.query_state is not None, what="the first query")
+        assert len(counted) == 1
+        tabs = view.query_one("#inbox-stages", Tabs)
+        underline = tabs.query_one(Underline)
+        clock_calls[0] = 0
+        seen = []
+        for _ in inbox_module.STAGE_ORDER:
+            await pilot.press("right_square_bracket")
+            await pilot.pause()
+            # The underline jumps to the new tab: no animation that repaints the bar for the next 0.3 s.
+            assert not app.animator.is_being_animated(underline, "highlight_start")
+            await wait_until(pilot, lambda: view.settled, what="the stage's rows")
+            label = str(tabs.active_tab.label)
+            seen.append(label)
+            assert view.link_list.row_count == int(label.rsplit(" ", 1)[1].replace(",", ""))
+        assert any(label.startswith("All ") and not label.endswith(" 0") for label in seen)
+        assert len(counted) == 1  # same side and filter, moments later: the counts are not read again
+        # Lines are drawn for the time their rows were read for; the clock is read per key, not per line.
+        assert clock_calls[0] <= 3 * len(inbox_module.STAGE_ORDER)
+
+        view.reload()  # as after a sync or an action: the links changed, count them again
+        await wait_until(pilot, lambda: view.settled, what="the reload")
+        assert len(counted) == 2

@@ -36,6 +36,10 @@ COLUMNS: tuple[Column, ...] = (
 #: Seconds the filter waits after the last keystroke before it queries (typing "contoso" runs one query, not 7).
 FILTER_DEBOUNCE = 0.15
 
+#: Seconds for which the stage bar's counts of one side and filter are reused when only the stage or the sort
+#: changes (a stage switch then reads one page, not the counts again). A sync or an action re-reads them at once.
+COUNTS_REUSE = 60.0
+
 STAGE_ORDER: tuple[Stage | None, ...] = (
     Stage.NEEDS_ACTION, Stage.PENDING, Stage.IN_PROGRESS, Stage.ACTIVE, Stage.ENDED, None,
 )
@@ -65,6 +69,18 @@ def _tab_id(stage: Stage | None) -> str:
 def _stage_label(stage: Stage | None, count: int | None) -> Text:
     name = stage.label if stage else "All"
     return Text(name if count is None else f"{name} {count:,}")
+
+
+class StageTabs(Tabs):
+    """The stage bar: Textual's tabs without the sliding underline.
+
+    The underline's animation repaints the bar sixty times a second for 0.3 s after every stage switch, and each of
+    those frames also redraws whatever else changed meanwhile (the list below it, the preview): keystrokes that
+    follow a stage switch paid for it. The underline now moves at once.
+    """
+
+    def _highlight_active(self, animate: bool = True) -> None:
+        super()._highlight_active(animate=False)
 
 
 def row_cells(line: InboxLine, now: datetime) -> Sequence[Cell]:
@@ -143,8 +159,9 @@ class InboxView(Vertical):
         """A query of the inbox finished in the background (internal)."""
 
         def __init__(self, generation: int, counts: dict[Stage, int], source: InboxSource, count: int,
-                     pages: dict[int, Sequence[Any]], keep_cursor: bool) -> None:
+                     pages: dict[int, Sequence[Any]], keep_cursor: bool, now: datetime) -> None:
             super().__init__()
+            self.now = now
             self.generation = generation
             self.counts = counts
             self.source = source
@@ -162,11 +179,17 @@ class InboxView(Vertical):
         self._actor: Actor | None = None
         self._query: InboxQuery | None = None
         self._link_ctx: LinkContext | None = None
+        #: The stage bar's counts: ((customer, side, filter), the time they were read for, counts).
+        self._counts: tuple[tuple[Any, ...], datetime, dict[Stage, int]] | None = None
+        #: What the bar and the header show, so that a stage switch does not redraw (and re-lay out) them.
+        self._bar_shown: tuple[Any, ...] | None = None
+        self._tab_labels: dict[str, str] = {}
+        self._rows_now: datetime | None = None  # the time the rows on screen were read for
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="inbox-bar"):
             yield Static(id="inbox-side")
-            yield Tabs(*(Tab(_stage_label(s, None), id=_tab_id(s)) for s in STAGE_ORDER), id="inbox-stages")
+            yield StageTabs(*(Tab(_stage_label(s, None), id=_tab_id(s)) for s in STAGE_ORDER), id="inbox-stages")
             yield Static(id="inbox-sort")
         yield Input(placeholder="Filter by client, account, number or status — enter keeps it, esc clears",
                     id="inbox-filter")
@@ -212,13 +235,16 @@ class InboxView(Vertical):
 
     def reload(self) -> None:
         """Re-read the cache after a sync or an action, keeping stage, filter and cursor."""
+        self._counts = None  # the links changed: count them again
         if self._query is not None:
             self._apply(keep_cursor=True)
 
     # -- querying (in a worker: a keystroke never waits for the database) --------------------------------------
 
     def _cells(self, row: Any) -> Sequence[Cell]:
-        return row_cells(row, self._clock())
+        # The time the rows were read for (their days left were computed for it too), not the clock: the demo's
+        # clock is a database read, and a page of fresh lines would pay it once per line.
+        return row_cells(row, self._rows_now or self._clock())
 
     def _apply(self, *, keep_cursor: bool, delay: float = 0.0) -> None:
         """Show the query's labels now and start reading its rows; ``delay`` debounces typing in the filter."""
@@ -231,12 +257,17 @@ class InboxView(Vertical):
             with tabs.prevent(Tabs.TabActivated):
                 tabs.active = _tab_id(q.stage)
         side = "Sent" if q.perspective == Perspective.SENT else "Received"
-        self.query_one("#inbox-side", Static).update(join((f"{side} ", "bold"), ("t", "dim")))
-        sort_title = dict(SORTS).get(q.sort, q.sort)
-        self.query_one("#inbox-sort", Static).update(Text(f"sort: {sort_title} {'▼' if q.descending else '▲'}"))
-        header = self.query_one("#inbox-header", ColumnHeader)
-        header.set_title("counterparty", "Client" if q.perspective == Perspective.SENT else "Agency")
-        header.set_sort(q.sort, q.descending)
+        bar = (q.perspective, q.sort, q.descending)
+        if bar != self._bar_shown:
+            # Only when they change: the side and the sort are sized to their text, so an update lays out the
+            # screen, which a stage switch has no reason to pay for.
+            self._bar_shown = bar
+            self.query_one("#inbox-side", Static).update(join((f"{side} ", "bold"), ("t", "dim")))
+            sort_title = dict(SORTS).get(q.sort, q.sort)
+            self.query_one("#inbox-sort", Static).update(Text(f"sort: {sort_title} {'▼' if q.descending else '▲'}"))
+            header = self.query_one("#inbox-header", ColumnHeader)
+            header.set_title("counterparty", "Client" if q.perspective == Perspective.SENT else "Agency")
+            header.set_sort(q.sort, q.descending)
         what = (q.stage.label.lower() if q.stage else "any stage")
         empty = f"No {side.lower()} links in {what}" + (f" matching {q.text!r}." if q.text else ".")
         self.link_list.empty_text = clean(empty, max_chars=200)
@@ -244,23 +275,37 @@ class InboxView(Vertical):
             self._debounce.stop()
             self._debounce = None
         generation, now = self._generation, self._clock()
+        counts: dict[Stage, int] | None = None
+        if self._counts is not None:
+            key, counted_at, known = self._counts
+            if key == self._counts_key(q) and abs((utc(now) - utc(counted_at)).total_seconds()) <= COUNTS_REUSE:
+                # Same side and filter, counted moments ago: read the rows as of that moment, so that the list and
+                # the bar's numbers agree.
+                now, counts = counted_at, known
         cursor_page = self.link_list.cursor // PAGE_SIZE if keep_cursor else 0
         if delay:
             self._debounce = self.set_timer(delay, lambda: self._query_rows(generation, q, now, cursor_page,
-                                                                             keep_cursor))
+                                                                             keep_cursor, counts))
         else:
-            self._query_rows(generation, q, now, cursor_page, keep_cursor)
+            self._query_rows(generation, q, now, cursor_page, keep_cursor, counts)
+
+    @staticmethod
+    def _counts_key(q: InboxQuery) -> tuple[Any, ...]:
+        return (q.customer_id, q.perspective, q.text)
 
     @work(thread=True, exclusive=True, group="inbox-query", exit_on_error=False, name="inbox query")
     def _query_rows(self, generation: int, q: InboxQuery, now: datetime, cursor_page: int,
-                    keep_cursor: bool) -> None:
+                    keep_cursor: bool, counts: dict[Stage, int] | None = None) -> None:
         assert self._caches is not None
-        counts = stage_counts(self._caches(), q, now)
+        if counts is None:
+            counts = stage_counts(self._caches(), q, now)
         source = InboxSource(self._caches, q, now)
-        count = source.count()
+        # The stage counts are the list's count (the cache counts a stage, or all of them, the same way): one
+        # query fewer.
+        count = counts.get(q.stage, 0) if q.stage is not None else sum(counts.values())
         page = cursor_page if cursor_page * PAGE_SIZE < count else 0
         pages = {page: source.page(page * PAGE_SIZE, PAGE_SIZE)} if count else {}
-        self.post_message(self.Queried(generation, counts, source, count, pages, keep_cursor))
+        self.post_message(self.Queried(generation, counts, source, count, pages, keep_cursor, now))
 
     @on(Queried)
     def _queried(self, event: Queried) -> None:
@@ -268,11 +313,17 @@ class InboxView(Vertical):
         if event.generation != self._generation:
             return  # the user has moved on to another query meanwhile
         self._shown = event.generation
+        if self._query is not None:
+            self._counts = (self._counts_key(self._query), event.now, event.counts)
         tabs = self.query_one("#inbox-stages", Tabs)
         total = sum(event.counts.values())
         for s in STAGE_ORDER:
-            tabs.query_one(f"#{_tab_id(s)}", Tab).label = _stage_label(s, total if s is None
-                                                                         else event.counts.get(s, 0))
+            label = _stage_label(s, total if s is None else event.counts.get(s, 0))
+            tab_id = _tab_id(s)
+            if self._tab_labels.get(tab_id) != label.plain:  # a new label lays out the bar: only when it changed
+                self._tab_labels[tab_id] = label.plain
+                tabs.query_one(f"#{tab_id}", Tab).label = label
+        self._rows_now = event.now
         self.link_list.set_source(event.source, keep_cursor=event.keep_cursor, count=event.count,
                                   pages=event.pages)
 

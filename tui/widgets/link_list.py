@@ -266,7 +266,7 @@ class LinkList(ScrollView, Generic[Row], can_focus=True):
         if count is None:
             count = source.count() if source is not None else 0
         self._count = count
-        self.virtual_size = Size(0, self._count)
+        self._set_virtual_height(count)
         target = min(self.cursor, self._count - 1) if keep_cursor else 0
         target = max(0, target)
         if not keep_cursor:
@@ -276,6 +276,16 @@ class LinkList(ScrollView, Generic[Row], can_focus=True):
         else:
             self.cursor = target
         self.refresh()
+
+    def _set_virtual_height(self, count: int) -> None:
+        """The scrollable height is the row count. Set without a layout of the screen (the reactive's default):
+        the list's own size never depends on it (its scrollbar is always shown), only the scrollbar and the
+        scroll range do, and those are updated here."""
+        size = Size(0, count)
+        if size == self.virtual_size:
+            return
+        self.set_reactive(LinkList.virtual_size, size)
+        self._scroll_update(size)
 
     def row_at(self, index: int) -> Row | None:
         """The row at ``index`` from its page; None while a page read in the background has not arrived."""
@@ -310,7 +320,9 @@ class LinkList(ScrollView, Generic[Row], can_focus=True):
         self._pages[event.number] = event.rows
         self._requested.discard(event.number)
         first = event.number * self._page_size
-        self.refresh()  # its lines were placeholders, which are never cached
+        top = self.scroll_offset.y
+        if first < top + self.scrollable_content_region.height and top < first + len(event.rows):
+            self.refresh()  # its lines on screen were placeholders, which are never cached
         if first <= self.cursor < first + len(event.rows):
             self.post_message(self.Highlighted(self, self.row_at(self.cursor), self.cursor))
 
@@ -328,6 +340,20 @@ class LinkList(ScrollView, Generic[Row], can_focus=True):
         self.refresh_line(index)
         self._scroll_cursor_visible()
         self.post_message(self.Highlighted(self, self.row_at(index), index))
+        self._prefetch()
+
+    def _prefetch(self) -> None:
+        """Read ahead (in the background) the pages within a screen above and below the visible lines, so that
+        paging and scrolling across a page boundary find rows, not placeholders."""
+        if not self._background or self._source is None or not self._count:
+            return
+        height = max(1, self.scrollable_content_region.height)
+        top = self.scroll_offset.y
+        first = max(0, top - height) // self._page_size
+        last = min(self._count - 1, top + 2 * height) // self._page_size
+        for number in range(first, last + 1):
+            if number not in self._pages:
+                self._request(number)
 
     def _scroll_cursor_visible(self) -> None:
         top = self.scroll_offset.y
