@@ -983,6 +983,12 @@ class InboxRow:
     note: str | None
     perspective: Perspective
     stage: Stage
+    #: The customer owning the client entity, when the cache knows it (as ``StoredLink.client_customer_id``).
+    client_customer_id: int | None = None
+    #: That customer's name (read in the same query, so one query serves a whole inbox page).
+    client_customer_name: str | None = None
+    #: The link's ClientEntityCustomerNumber: names the owner while the account is not visible yet (pending).
+    client_entity_customer_number: str | None = None
 
     @property
     def type(self) -> LinkType:
@@ -1740,7 +1746,9 @@ class Cache:
         for i in range(0, len(ids), 500):
             chunk = ids[i : i + 500]
             for r in self._conn.execute(
-                f"SELECT {_INBOX_COLS}, {persp_sql}, {stage_expr}, l.id FROM client_links l"
+                f"SELECT {_INBOX_COLS}, {persp_sql}, {stage_expr}, l.id, l.client_customer_id,"
+                f" (SELECT c.name FROM customers c WHERE c.id = l.client_customer_id),"
+                f" l.client_entity_customer_number FROM client_links l"
                 f" WHERE l.id IN ({', '.join('?' * len(chunk))})",
                 chunk,
             ):
@@ -1764,6 +1772,9 @@ class Cache:
                     note=r[11],
                     perspective=persp_by_value[r[12]],
                     stage=_STAGE_BY_VALUE[r[13]],
+                    client_customer_id=r[15],
+                    client_customer_name=r[16],
+                    client_entity_customer_number=r[17],
                 )
             )
         return out

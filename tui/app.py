@@ -1,14 +1,27 @@
 """The linkdesk Textual app, and the entry points ``linkdesk demo`` and ``linkdesk`` call.
 
-Start-up is cache first: the first frame is drawn from the profile's SQLite cache (standard ``sqlite3`` only), then a
-thread worker creates the Session (which starts the simulator and imports the SDK) and a background sync follows,
-with progress in the status line and ``esc`` to stop it. Everything that may block runs in a thread worker and
-reports back with a Message; one ``Worker.StateChanged`` handler turns any worker failure into an error dialog.
+Start-up is cache first: the first frame is drawn from the profile's SQLite cache (standard ``sqlite3`` only). Only
+once the inbox's first page is on screen does the app build the clients tree and start a thread worker that creates
+the Session (which starts the simulator and imports the SDK): that worker would otherwise hold the GIL while the
+inbox's query runs and delay the rows. A background sync follows, with progress in the status line and ``esc`` to
+stop it. Everything that may block runs in a thread worker and reports back with a Message; one
+``Worker.StateChanged`` handler turns any worker failure into an error dialog.
+
+``$LINKDESK_TIMINGS`` (off by default) names a file to which the app appends one JSON line per start-up milestone:
+``app_init`` (everything imported, the app being built), ``first_frame`` (the first frame on the terminal),
+``inbox_rows`` (the first frame showing the inbox's first page from the cache), ``session_ready`` and
+``sync_finished``. Each line holds ``event``, ``monotonic`` (``time.monotonic()``: comparable between processes of
+one machine, so a launcher can subtract its own spawn time), ``cpu_s`` (CPU seconds of the process so far, all
+threads), ``rss_mb`` (resident memory, Linux) and, for ``inbox_rows``, ``rows``. bench/bench_tui.py uses it to time ``linkdesk demo`` exactly as installed; a file that
+cannot be written is ignored (a timing aid never stops the app).
 """
 
 from __future__ import annotations
 
+import json
+import os
 import threading
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable
@@ -40,8 +53,51 @@ Clock = Callable[[], datetime]
 #: Clock steps offered in demo mode: (duration for Session.advance, label).
 ADVANCE_STEPS: tuple[tuple[str, str], ...] = (("6h", "+6 hours"), ("1d", "+1 day"), ("31d", "+31 days"))
 
+#: Environment variable naming the start-up timings file (see the module docstring).
+ENV_TIMINGS = "LINKDESK_TIMINGS"
+#: Start the session this long after the first frame even if the inbox's first page has not been shown by then.
+SESSION_START_FALLBACK = 2.0
+
+
 def _utcnow() -> datetime:
     return datetime.now(timezone.utc)
+
+
+class _Timings:
+    """Start-up milestones as JSON lines in ``$LINKDESK_TIMINGS`` (each event once); a no-op when it is unset."""
+
+    def __init__(self, path: str | None) -> None:
+        self._path = path or None
+        self.seen: set[str] = set()
+
+    def __bool__(self) -> bool:
+        return self._path is not None
+
+    def emit(self, event: str, **data: Any) -> None:
+        if event in self.seen:
+            return
+        self.seen.add(event)
+        if self._path is None:
+            return
+        line = {"event": event, "monotonic": time.monotonic(), "cpu_s": round(time.process_time(), 4),
+                "rss_mb": _rss_mb(), **data}
+        try:
+            with open(self._path, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(line) + "\n")
+        except OSError:
+            self._path = None  # a timing aid never stops the app
+
+
+def _rss_mb() -> float | None:
+    """Resident memory of this process in MB (10^6 bytes), from /proc (None where there is none)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return round(int(line.split()[1]) * 1024 / 1e6, 1)
+    except (OSError, ValueError):
+        return None
+    return None
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -149,6 +205,8 @@ class LinkdeskApp(App[int]):
         fresh: bool = False,
         sync_on_start: bool = True,
     ) -> None:
+        self.timings = _Timings(os.environ.get(ENV_TIMINGS))
+        self.timings.emit("app_init")
         super().__init__()
         if session is None and session_factory is None:
             raise ValueError("LinkdeskApp needs a session or a session_factory.")
@@ -167,6 +225,10 @@ class LinkdeskApp(App[int]):
         self._local = threading.local()
         self._syncing = False
         self.main: "MainScreen | None" = None
+        #: Set once the first inbox page is on screen (or given up on): the clients tree and the session follow.
+        self._started = False
+        self._clients_loaded = False
+        self._rows_timer: Any = None
 
     # -- time and who -------------------------------------------------------------------------------------------
 
@@ -207,14 +269,50 @@ class LinkdeskApp(App[int]):
         self._apply_keymap()
         self.main = MainScreen(self.now)
         await self.push_screen(self.main)
-        self.status = StatusInfo(profile=self.profile, is_demo=self.is_demo, message="Opening the cache…")
-        self._first_frame()
+        message = "Opening the cache…" if self.session is not None else (
+            "Starting the simulator…" if self.is_demo else "Connecting to Microsoft Advertising…")
+        self.status = StatusInfo(profile=self.profile, is_demo=self.is_demo, message=message)
+        self.call_after_refresh(self.timings.emit, "first_frame")
+        if self._first_frame():
+            self._rows_timer = self.set_interval(1 / 60, self._watch_first_rows)
+        if self._rows_timer is not None and self.session is None:
+            # Creating the session waits for the inbox's first page (see _watch_first_rows), or this long.
+            self.set_timer(SESSION_START_FALLBACK, self._start_rest)
+        else:
+            self._start_rest()
+
+    def _start_rest(self) -> None:
+        """What start-up does once the inbox's first page is on screen: the clients tree, then the session."""
+        if self._started:
+            return
+        self._started = True
+        self._load_clients()
         if self.session is not None:
             self.post_message(SessionReady(self.session))
         else:
-            self.status = self.status.with_(message="Starting the simulator…" if self.is_demo
-                                            else "Connecting to Microsoft Advertising…")
             self._create_session()
+
+    def _first_rows_shown(self) -> None:
+        """Called after the refresh that follows the inbox's first result: that frame shows its rows."""
+        if self.main is not None:
+            self.timings.emit("inbox_rows", rows=self.main.inbox.link_list.row_count)
+        self._start_rest()
+
+    def _watch_first_rows(self) -> None:
+        """Until the inbox shows its first query result (checked at the frame rate: the inbox's messages stay in the
+        inbox), then once more after the refresh that draws it."""
+        inbox = self.main.inbox if self.main is not None else None
+        if self._rows_timer is None or inbox is None or inbox.query_state is None or not inbox.settled:
+            return
+        self._rows_timer.stop()
+        self._rows_timer = None
+        self.call_after_refresh(self._first_rows_shown)
+
+    def _load_clients(self) -> None:
+        """Build the clients tree (deferred from the first frame: it is hidden until 1 is pressed)."""
+        if self.main is not None and self.cache is not None:
+            self._clients_loaded = True
+            self.main.clients.load(self.thread_cache, self.actor)
 
     def _apply_keymap(self) -> None:
         keymap = paths.read_config().get("keymap")
@@ -242,8 +340,9 @@ class LinkdeskApp(App[int]):
         return _RememberedIdentity(user.id, user.user_name, customer_id, customer.name if customer else "", side,
                                    role)
 
-    def _first_frame(self) -> None:
-        """Draw the cache as it is: no network, no SDK, only sqlite3."""
+    def _first_frame(self) -> bool:
+        """Draw the cache as it is: no network, no SDK, only sqlite3. True when the inbox is reading its first page
+        (the clients tree and the session wait for it)."""
         if self.session is not None:
             self.cache = self.session.cache()
         elif not self._fresh and self._cache_path().exists():
@@ -256,11 +355,12 @@ class LinkdeskApp(App[int]):
                 self.notify(clean(str(exc), max_chars=400), title="The cache cannot be read", severity="error",
                             markup=False, timeout=15)
         if self.cache is None:
-            return
+            return False
         self.identity = self.session.identity() if self.session is not None else self._identity_from_cache()
         self._show_identity()
         self._update_age()
-        self.main.load(self.thread_cache, self.actor, side=self._default_side())
+        self.main.inbox.load(self.thread_cache, self.actor, side=self._default_side())
+        return self.actor is not None
 
     def _default_side(self) -> Perspective:
         side = getattr(self.identity, "side", "agency")
@@ -297,11 +397,16 @@ class LinkdeskApp(App[int]):
         self.is_demo = event.session.is_demo
         if self.cache is None:
             self.cache = self.session.cache()
+        before = _who(self.identity)
         self.identity = self.session.identity()
         self._show_identity()
         self._update_age()
         self.status = self.status.with_(profile=self.profile, is_demo=self.is_demo, message="")
-        self.main.load(self.thread_cache, self.actor, side=self._default_side())
+        self.timings.emit("session_ready")
+        if _who(self.identity) != before or not self._clients_loaded:
+            # The cache's remembered identity was not the session's (or there was none): read the views again.
+            self._clients_loaded = True
+            self.main.load(self.thread_cache, self.actor, side=self._default_side())
         self.refresh_bindings()
         if self._sync_on_start:
             self.action_sync()
@@ -345,6 +450,7 @@ class LinkdeskApp(App[int]):
     @on(SyncFinished)
     def _sync_finished(self, event: SyncFinished) -> None:
         result = event.result
+        self.timings.emit("sync_finished", ok=bool(result.ok))
         self._sync_ended()
         error = getattr(result, "error", None)
         offline = not result.ok and not result.cancelled and error is not None and _is_network(error)
@@ -403,6 +509,8 @@ class LinkdeskApp(App[int]):
     def action_show(self, view: str) -> None:
         """Show the clients tree (1) or the link inbox (2)."""
         if self.main is not None and self._back_to_main():
+            if view == "clients" and not self._clients_loaded:
+                self._load_clients()
             self.main.show(view)
 
     @on(OpenLink)
@@ -703,6 +811,13 @@ class _RememberedIdentity:
 
     def actor(self) -> Actor:
         return Actor(self.user_id, self.customer_id, self.role, self.customer_name, self.user_name)
+
+
+def _who(identity: Any) -> tuple[Any, ...] | None:
+    """What the views depend on of an identity (a remembered one and the session's compare equal)."""
+    if identity is None:
+        return None
+    return identity.user_id, identity.customer_id, Role(identity.role), getattr(identity, "side", "agency")
 
 
 def _bind(fn: Callable[..., Any], *args: Any) -> Callable[[], Any]:

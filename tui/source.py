@@ -60,7 +60,6 @@ class InboxSource:
         self._caches = caches
         self.query = query
         self._now = now
-        self._names: dict[int, str | None] = {}
 
     def count(self) -> int:
         q = self.query
@@ -73,30 +72,21 @@ class InboxSource:
         rows = cache.inbox_page(customer_id=q.customer_id, perspective=q.perspective, stage=q.stage,
                                 text=q.text or None, sort=q.sort, descending=q.descending,
                                 offset=offset, limit=limit, now=self._now)
-        return [InboxLine(r, self._counterparty(cache, r), r.days_left(self._now)) for r in rows]
-
-    def _counterparty(self, cache: Any, row: Any) -> str | None:
-        if row.perspective == Perspective.RECEIVED:
-            return row.managing_customer_name
-        if row.key.type == LinkType.CustomerLink:
-            return row.client_entity_name
-        direct = getattr(row, "client_customer_name", _MISSING)
-        if direct is not _MISSING:
-            return direct
-        # The cache's InboxRow does not carry the client customer yet: look it up (two indexed reads, memoised).
-        stored = cache.stored_link(row.key)
-        cid = stored.client_customer_id if stored is not None else None
-        if cid is None:
-            # The account is not visible to the agency yet (pending): the link still names its customer's number.
-            number = stored.link.client_entity_customer_number if stored is not None else None
-            return f"customer {number}" if number else None
-        if cid not in self._names:
-            customer = cache.customer(cid)
-            self._names[cid] = customer.name if customer is not None else None
-        return self._names[cid]
+        return [InboxLine(r, _counterparty(r), r.days_left(self._now)) for r in rows]
 
 
-_MISSING = object()
+def _counterparty(row: Any) -> str | None:
+    """The client customer (sent) or the managing agency (received), from the row itself: the cache reads the
+    client customer's name in the page's own query."""
+    if row.perspective == Perspective.RECEIVED:
+        return row.managing_customer_name
+    if row.key.type == LinkType.CustomerLink:
+        return row.client_entity_name
+    if row.client_customer_id is None:
+        # The account is not visible to the agency yet (pending): the link still names its customer's number.
+        number = row.client_entity_customer_number
+        return f"customer {number}" if number else None
+    return row.client_customer_name
 
 
 def stage_counts(cache: Any, query: InboxQuery, now: datetime) -> dict[Stage, int]:

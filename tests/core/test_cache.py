@@ -754,6 +754,20 @@ def test_the_owner_of_a_client_entity_is_resolved(cache):
     assert owner(12, LinkType.CustomerLink) == 12
 
 
+def test_inbox_rows_carry_their_client_customer_from_one_query(cache):
+    """The inbox's counterparty column comes with the page: the owner's id and name, or the number the link names
+    while the owner is not known."""
+    sync(cache, T0, [link(1), link(2, client_entity_customer_number="CB"), link(3, client_entity_customer_number="CZ"),
+                     link(12, type=LinkType.CustomerLink)],
+         customers=[Customer(11, "A", "CA"), Customer(12, "B", "CB")], accounts=[Account(1, "A1", "N1", 11)])
+    rows = {r.key.client_entity_id: r for r in cache.inbox_page(customer_id=AGENCY, now=T0)}
+    assert (rows[1].client_customer_id, rows[1].client_customer_name) == (11, "A")
+    assert (rows[2].client_customer_id, rows[2].client_customer_name) == (12, "B")
+    assert (rows[3].client_customer_id, rows[3].client_customer_name, rows[3].client_entity_customer_number) == (
+        None, None, "CZ")
+    assert (rows[12].client_customer_id, rows[12].client_customer_name) == (12, "B")
+
+
 def test_links_without_identity_are_refused(cache):
     snap = cache.begin_snapshot(T0)
     with pytest.raises(ValueError, match="without ClientEntityId and ManagingCustomerId"):

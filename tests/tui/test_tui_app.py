@@ -226,3 +226,47 @@ def test_run_without_a_profile_says_how_to_sign_in_or_start_the_demo(capsys):
     assert run(None) == 1
     err = capsys.readouterr().err
     assert "linkdesk auth login" in err and "linkdesk demo" in err
+
+
+async def test_start_up_draws_the_cached_inbox_before_creating_the_session_and_reports_its_timings(
+        fake_session, tmp_path, monkeypatch):
+    """The session (simulator, SDK) is created only once the inbox's first page from the cache is on screen, and
+    the clients tree is built after it too; $LINKDESK_TIMINGS receives each start-up milestone once, in order."""
+    import json
+
+    timings = tmp_path / "timings.jsonl"
+    monkeypatch.setenv("LINKDESK_TIMINGS", str(timings))
+    seen: dict[str, object] = {}
+    cache = fake_session.cache()
+    cache.meta_set("acting_user_id", str(fake_session.identity().user_id))  # as after a first run
+
+    def factory():
+        seen["rows_when_created"] = app.main.inbox.link_list.row_count
+        seen["clients_when_created"] = len(app.main.clients.tree.root.children)
+        return fake_session
+
+    app = LinkdeskApp(factory, clock=fake_session.clock, home=fake_session.home, profile="demo", is_demo=True,
+                      sync_on_start=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: app.session is fake_session and app.identity is not None
+                         and "session_ready" in app.timings.seen, what="the session")
+        assert seen["rows_when_created"] > 0
+        assert seen["clients_when_created"] > 0  # built before the session, from the cache
+        await see(pilot, app, "Account 3001")
+    events = [json.loads(line) for line in timings.read_text().splitlines()]
+    assert [e["event"] for e in events] == ["app_init", "first_frame", "inbox_rows", "session_ready"], events
+    times = [e["monotonic"] for e in events]
+    assert times == sorted(times)
+    rows = next(e for e in events if e["event"] == "inbox_rows")
+    assert rows["rows"] > 0 and rows["cpu_s"] > 0
+
+
+async def test_without_timings_variable_nothing_is_written(fake_session, tmp_path, monkeypatch):
+    monkeypatch.delenv("LINKDESK_TIMINGS", raising=False)
+    monkeypatch.chdir(tmp_path)
+    app = LinkdeskApp(session=fake_session, clock=fake_session.clock)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: "inbox_rows" in app.timings.seen, what="the inbox's first rows")
+    assert not app.timings
+    written = [p for p in tmp_path.rglob("*") if p.is_file() and b'"inbox_rows"' in p.read_bytes()]
+    assert written == []
