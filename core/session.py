@@ -154,20 +154,19 @@ class Session:
         # file), and advance() moves both.
         session = cls(paths.DEMO_PROFILE, is_demo=True, clock=_DemoClock(sim), cache_path=cache_path)
         session._sim = sim
-        with sim.state.read() as tx:
-            numbers = {c.id: c.number for c in tx.customers()}
-        session._identities = [_identity_from_sim(u, numbers) for u in sim.users()]
-        agency_admins = [i for i in session._identities if i.side == "agency" and i.role == Role.SuperAdmin]
-        if not agency_admins:
+        # The demo's users are read from the simulator's state when asked for, never all held: a world of 100,000
+        # links has some 48,000 users, and holding them (and every customer's number) cost ~70 MB.
+        agency_admin = session._demo_identities("c.side = 'agency' AND r.role_id = ?", (int(Role.SuperAdmin),), 1)
+        if not agency_admin:
             sim.stop()
             raise SessionError("The simulator's world has no agency Super Admin; reset it with "
                                "`linkdesk demo --fresh`.")
-        session._observer_id = agency_admins[0].user_id
-        session._identity = agency_admins[0]
+        session._observer_id = agency_admin[0].user_id
+        session._identity = agency_admin[0]
         try:
             saved = session.cache().meta_get("acting_user_id")
-            if saved is not None:
-                match = [i for i in session._identities if str(i.user_id) == saved]
+            if saved is not None and saved.isdigit():
+                match = session._demo_identities("u.id = ?", (int(saved),), 1)
                 if match:
                     session._identity = match[0]
         except Exception:
@@ -236,13 +235,36 @@ class Session:
         assert self._identity is not None
         return self._identity
 
-    def identities(self) -> list[Identity]:
-        return list(self._identities)
+    def identities(self, limit: int | None = None) -> list[Identity]:
+        """Every identity this session may act as, by user id (demo: the simulator's users, read now; ``limit``
+        caps how many, for lists people pick from)."""
+        if self._sim is not None:
+            return self._demo_identities("", (), limit)
+        return list(self._identities)[:limit]
+
+    def _demo_identities(self, where: str, params: tuple[Any, ...], limit: int | None) -> list[Identity]:
+        """Demo identities matching an SQL condition on the simulator's users ``u``, their home customer ``c`` and
+        their role there ``r`` (the join of ``state.Tx.identities``), by user id."""
+        state = self._sim.state if self._sim is not None else None
+        if state is None:
+            return []
+        sql = ("SELECT u.id, u.username, c.id, c.name, c.side, r.role_id, c.number FROM users u"
+               " JOIN customers c ON c.id = u.customer_id"
+               " JOIN user_roles r ON r.user_id = u.id AND r.customer_id = u.customer_id"
+               + (f" WHERE {where}" if where else "") + " ORDER BY u.id"
+               + (f" LIMIT {int(limit)}" if limit is not None else ""))
+        with state.read() as tx:
+            rows = tx.c.execute(sql, params).fetchall()
+        return [Identity(int(uid), str(name), int(cid), str(cname), str(side), Role.parse(role) or Role.Viewer,
+                         number) for uid, name, cid, cname, side, role, number in rows]
 
     def switch_identity(self, user_id: int, *, remember: bool = True) -> Identity:
         """Act as another user (demo: any simulator user; live: only the signed-in one). ``remember``: the demo
         starts as this user next time too (the command line's one-off ``--as`` does not remember)."""
-        match = [i for i in self._identities if i.user_id == int(user_id)]
+        if self._sim is not None:
+            match = self._demo_identities("u.id = ?", (int(user_id),), 1)
+        else:
+            match = [i for i in self._identities if i.user_id == int(user_id)]
         if not match:
             if not self.is_demo:
                 raise SessionError("A live session acts only as the signed-in user; sign in as the other user with "
@@ -258,6 +280,9 @@ class Session:
 
     def identity_for_customer(self, customer_id: int, role: Role = Role.SuperAdmin) -> Identity | None:
         """A demo identity of ``customer_id`` with ``role`` (e.g. the client Super Admin who accepts)."""
+        if self._sim is not None:
+            found = self._demo_identities("c.id = ? AND r.role_id = ?", (int(customer_id), int(role)), 1)
+            return found[0] if found else None
         for i in self._identities:
             if i.customer_id == customer_id and i.role == role:
                 return i
@@ -578,9 +603,3 @@ def _remove_cache_files(cache_path: Path) -> None:
             os.unlink(str(cache_path) + suffix)
         except FileNotFoundError:
             pass
-
-
-def _identity_from_sim(u: Any, numbers: dict[int, str]) -> Identity:
-    role = Role.parse(u.role_id) or Role.Viewer
-    return Identity(int(u.user_id), str(u.username), int(u.customer_id), str(u.customer_name), str(u.side), role,
-                    numbers.get(int(u.customer_id)))

@@ -55,6 +55,8 @@ ADVANCE_STEPS: tuple[tuple[str, str], ...] = (("6h", "+6 hours"), ("1d", "+1 day
 
 #: Environment variable naming the start-up timings file (see the module docstring).
 ENV_TIMINGS = "LINKDESK_TIMINGS"
+#: How many identities the palette and the Act as… dialog offer (demo).
+IDENTITY_CHOICES = 200
 #: Start the session this long after the first frame even if the inbox's first page has not been shown by then.
 SESSION_START_FALLBACK = 2.0
 
@@ -611,8 +613,17 @@ class LinkdeskApp(App[int]):
         return None
 
     def _identities(self) -> list[Any]:
+        """Identities to offer (palette, Act as…): the first IDENTITY_CHOICES by user id — the demo world's named
+        users; a world of 100,000 links adds some 48,000 generated client users, too many to list or to read on every
+        palette keystroke."""
+        session = self.session
+        if session is None:
+            return []
         try:
-            return list(self.session.identities()) if self.session is not None else []
+            try:
+                return list(session.identities(limit=IDENTITY_CHOICES))
+            except TypeError:  # a session whose identities() takes no limit
+                return list(session.identities())[:IDENTITY_CHOICES]
         except Exception:  # noqa: BLE001 - a palette must open even if the list cannot be read
             return []
 

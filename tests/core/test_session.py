@@ -89,6 +89,19 @@ def test_switch_identity(demo):
         demo.switch_identity(demo._observer_id)
 
 
+def test_demo_identities_are_read_from_the_simulator_when_asked(demo):
+    """The demo reads its users from the simulator's state on demand (a 100k world has ~48,000): a prefix by user
+    id with ``limit``, lookups by customer and role agree with the whole list, and none is held in the session."""
+    every = demo.identities()
+    assert [i.user_id for i in every] == sorted(i.user_id for i in every)
+    assert demo.identities(limit=3) == every[:3]
+    for ident in every:
+        expected = next(i for i in every if i.customer_id == ident.customer_id and i.role == ident.role)
+        assert demo.identity_for_customer(ident.customer_id, ident.role) == expected
+    assert demo.identity_for_customer(1) is None
+    assert demo._identities == []  # noqa: SLF001 - nothing per user kept in memory
+
+
 def _free_account(session: Session) -> int:
     """An account of a client customer whose link with the agency has ended (re-invitable)."""
     cache = session.cache()
