@@ -208,19 +208,79 @@ async def test_tree_children_load_when_opened_one_page_at_a_time(tmp_path):
         assert len(client_b.children) == 0  # nothing read before it is opened
         client_b.expand()
         await wait_until(pilot, lambda: not tree.loading and len(client_b.children) > 0, what="the first page")
-        assert len(client_b.children) == PAGE + 1
+        assert PAGE == 100 and len(client_b.children) == PAGE + 1
         more = client_b.children[-1]
-        assert more.data.kind == "more" and "253 more" in str(more.label)
-        tree.move_cursor(more)
-        await pilot.press("enter")
-        await wait_until(pilot, lambda: len(client_b.children) == 2 * PAGE + 1, what="the second page")
-        more = client_b.children[-1]
-        tree.move_cursor(more)
-        await pilot.press("enter")
-        await wait_until(pilot, lambda: not tree.loading and client_b.children[-1].data.kind != "more",
-                         what="the last page")
+        assert more.data.kind == "more" and str(more.label) == "… 353 more — enter shows 100 more"
+        pages = 1
+        while client_b.children[-1].data.kind == "more":
+            shown = len(client_b.children) - 1
+            tree.move_cursor(client_b.children[-1])
+            await pilot.press("enter")
+            await wait_until(pilot, lambda: not tree.loading and len(client_b.children) > shown + 1,
+                             what=f"page {pages + 1}")
+            pages += 1
+            if shown + PAGE < 453:
+                assert len(client_b.children) == shown + PAGE + 1
+                assert str(client_b.children[-1].label).startswith(f"… {453 - shown - PAGE} more")
+        assert pages == 5  # 100 + 100 + 100 + 100 + 53
         assert len(client_b.children) == 453
         assert len({n.data.id for n in client_b.children}) == 453  # no account twice
+
+
+async def test_tree_expand_and_collapse_cost_one_redraw_and_no_relabelling(tmp_path, monkeypatch):
+    from tui_fakes import CLIENT_B, FakeSession
+
+    session = FakeSession(tmp_path, extra_links=450)
+    session.write_cache()
+    app = TreeApp(session)
+    async with app.run_test(size=SIZE) as pilot:
+        tree = app.query_one(ClientsTree)
+        await wait_until(pilot, lambda: not tree.loading and len(tree.root.children[1].children) > 0,
+                         what="the client customers")
+        client_b = next(n for n in tree.root.children[1].children if n.data.id == CLIENT_B)
+        clears: list[int] = []
+        layouts: list[bool] = []
+        original_clear, original_refresh = tree._clear_line_cache, tree.refresh
+        monkeypatch.setattr(tree, "_clear_line_cache", lambda: clears.append(1) or original_clear())
+
+        def refresh(*regions, repaint=True, layout=False, recompose=False):
+            layouts.append(layout)
+            return original_refresh(*regions, repaint=repaint, layout=layout, recompose=recompose)
+
+        monkeypatch.setattr(tree, "refresh", refresh)
+        client_b.expand()
+        await wait_until(pilot, lambda: not tree.loading and len(client_b.children) == PAGE + 1, what="a page")
+        # Opening the node and adding the page (a loading leaf out, 100 accounts and a "more" leaf in): three
+        # redraws, not one per node added.
+        assert len(clears) <= 3
+
+        measured: list[object] = []
+        original_width = Tree.get_label_width
+        monkeypatch.setattr(Tree, "get_label_width", lambda self, node: measured.append(node)
+                            or original_width(self, node))
+        clears.clear()
+        layouts.clear()
+        for _ in range(2):
+            client_b.collapse()
+            await pilot.pause()
+            client_b.expand()
+            await pilot.pause()
+        assert measured == []  # every label was measured once, when it was added
+        assert len(clears) == 4
+        # The screen is laid out only when the tree's scrollbar comes or goes, never for the change itself.
+        assert sum(layouts) <= 4 and tree.virtual_size.height == len(tree._tree_lines)
+
+
+def _in_tree(tree, node) -> bool:
+    """Whether ``node`` belongs to the tree as it is now (not to the one a reload cleared)."""
+    from textual.widgets.tree import UnknownNodeID
+
+    if node is None:
+        return False
+    try:
+        return tree.get_node_by_id(node.id) is node
+    except UnknownNodeID:
+        return False
 
 
 async def test_tree_labels_are_literal_and_reopen_after_a_reload(tmp_path):
@@ -242,9 +302,10 @@ async def test_tree_labels_are_literal_and_reopen_after_a_reload(tmp_path):
         assert "[bold red]x[/]" in text and "[link=https://e.com]y" in text and "A2 red" in text
 
         tree.load(session.cache, 1000)  # as after a sync
-        await wait_until(pilot, lambda: tree.cursor_node is not None and tree.cursor_node.data.kind == "account",
-                         what="the cursor back on the account")
+        await wait_until(pilot, lambda: not tree.loading and _in_tree(tree, tree.cursor_node)
+                         and tree.cursor_node.data.kind == "account", what="the cursor back on the account")
         assert tree.cursor_node.data.id == 2002
+        assert tree.get_node_at_line(tree.cursor_line) is tree.cursor_node  # the line drawn as the cursor's
         assert isinstance(tree, Tree)
 
 

@@ -2,20 +2,27 @@
 
 Children are read from the cache only when a node is first expanded, one page at a time, by a thread worker (a
 "loading…" leaf shows meanwhile): a "… more" leaf at the end of a page loads the next one. Expanding a customer
-with 20,000 accounts therefore reads and draws 200 of them, and no keystroke waits for the database.
+with 20,000 accounts therefore reads and draws 100 of them, and no keystroke waits for the database.
+
+Expanding or collapsing costs what is on screen, not what the tree holds: a page of children is added as one
+change (Textual redraws the tree after each node added), label widths are measured once per node, and a change in
+the tree's scrollable size updates its scrollbars without laying out the whole screen.
 """
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from rich.style import Style
 from rich.text import Text
 from textual import on
 from textual.binding import Binding
+from textual.geometry import Size
 from textual.message import Message
+from textual.reactive import Reactive
 from textual.widgets import Tree
 from textual.widgets.tree import TreeNode
 
@@ -25,7 +32,7 @@ from linkdesk.core.model import ClientLinkStatus, LinkKey, LinkType
 from .. import palette
 from ..text import bill_to_text, clean, days_left_text
 
-PAGE = 200
+PAGE = 100
 
 
 @dataclass(frozen=True)
@@ -69,6 +76,11 @@ class ClientsTree(Tree[NodeRef]):
             self.items = items
             self.total = total
 
+    #: Textual lays out the whole screen when a tree's scrollable size changes, that is on every expand and
+    #: collapse. This tree's own size never depends on it (the view's CSS sizes it), so only its scrollbars are
+    #: updated (``watch_virtual_size``); a scrollbar that appears or goes still lays out the screen.
+    virtual_size: Reactive[Size] = Reactive(Size(0, 0), layout=False)
+
     BINDINGS = [
         Binding("k", "cursor_up", "Up", show=False, id="tree.up"),
         Binding("j", "cursor_down", "Down", show=False, id="tree.down"),
@@ -77,6 +89,10 @@ class ClientsTree(Tree[NodeRef]):
     ]
 
     def __init__(self, clock: Callable[[], datetime], *, id: str | None = None) -> None:
+        # Set before Tree's constructor, which already measures and invalidates.
+        self._label_widths: dict[int, int] = {}  # node id -> label cells (labels never change once added)
+        self._batch_depth = 0
+        self._batch_dirty = False
         super().__init__(Text("linkdesk"), id=id)
         self.show_root = False
         self.guide_depth = 3
@@ -89,6 +105,41 @@ class ClientsTree(Tree[NodeRef]):
         #: After a reload: nodes to open again, and the node the cursor was on, as they load.
         self._reopen_refs: set[tuple[str, int | None]] = set()
         self._cursor_ref: tuple[str, int | None] | None = None
+
+    # -- cost: redraw once per change, measure each label once ------------------------------------------------------
+
+    def _invalidate(self) -> None:
+        """Textual's, without the screen layout (see ``virtual_size``) and deferred to the end of a batch."""
+        if self._batch_depth:
+            self._batch_dirty = True
+            return
+        self._clear_line_cache()
+        self._updates += 1
+        self.root._reset()
+        self.refresh()
+
+    @contextmanager
+    def _batch(self) -> Iterator[None]:
+        """Nodes added or removed inside are one change: the tree's lines are rebuilt and drawn once, after."""
+        self._batch_depth += 1
+        try:
+            yield
+        finally:
+            self._batch_depth -= 1
+            if not self._batch_depth and self._batch_dirty:
+                self._batch_dirty = False
+                self._invalidate()
+
+    def watch_virtual_size(self, size: Size) -> None:
+        self._scroll_update(size)
+
+    def get_label_width(self, node: TreeNode[NodeRef]) -> int:
+        # Textual renders every label of the tree to measure it after each expand or collapse; a label is set once
+        # (its expand icon has the same width open or closed), so its width is too.
+        width = self._label_widths.get(node.id)
+        if width is None:
+            width = self._label_widths[node.id] = super().get_label_width(node)
+        return width
 
     @property
     def loading(self) -> bool:
@@ -118,16 +169,18 @@ class ClientsTree(Tree[NodeRef]):
         self._generation += 1
         self._loaded.clear()
         self.clear()
+        self._label_widths.clear()  # node ids start again after clear()
         if caches is None or agency_customer_id is None:
             return
         cache = caches()
         agency = cache.customer(agency_customer_id)
         users = cache.agency_users(agency_customer_id)
         n_clients = cache.client_customers_count(agency_customer_id)
-        self._add(self.root, self._agency_label(agency, agency_customer_id, len(users)),
-                  NodeRef("agency", agency_customer_id, agency), expand_default=first)
-        self._add(self.root, Text.assemble(("Client customers", "bold"), (f"  {n_clients:,}", "dim")),
-                  NodeRef("clients", agency_customer_id), expand_default=first)
+        with self._batch():
+            self._add(self.root, self._agency_label(agency, agency_customer_id, len(users)),
+                      NodeRef("agency", agency_customer_id, agency), expand_default=first)
+            self._add(self.root, Text.assemble(("Client customers", "bold"), (f"  {n_clients:,}", "dim")),
+                      NodeRef("clients", agency_customer_id), expand_default=first)
 
     def _add(self, parent: TreeNode[NodeRef], label: Text, ref: NodeRef, *, leaf: bool = False,
              allow_expand: bool = True, expand_default: bool = False) -> TreeNode[NodeRef]:
@@ -139,8 +192,18 @@ class ClientsTree(Tree[NodeRef]):
                 node.expand()
         if self._cursor_ref is not None and (ref.kind, ref.id) == self._cursor_ref:
             self._cursor_ref = None
-            self.call_after_refresh(self.move_cursor, node, animate=False)
+            self.call_after_refresh(self._restore_cursor, node, self._generation)
         return node
+
+    def _restore_cursor(self, node: TreeNode[NodeRef], generation: int) -> None:
+        """Put the cursor back on ``node`` after a reload, by its line in the tree as it is now."""
+        if generation != self._generation:
+            return  # rebuilt again meanwhile
+        # A node's line is known once the tree's lines are rebuilt, which Textual does lazily: pages added since the
+        # last draw would otherwise leave the cursor on the line the node had before them, i.e. another node.
+        self._tree_lines  # noqa: B018 - the property rebuilds the lines when they are stale
+        if node._line >= 0:
+            self.move_cursor(node, animate=False)
 
     def _open_refs(self) -> set[tuple[str, int | None]]:
         found: set[tuple[str, int | None]] = set()
@@ -213,10 +276,11 @@ class ClientsTree(Tree[NodeRef]):
             parent = self.get_node_by_id(event.node_id)
         except Exception:  # the node is gone (collapsed and rebuilt)
             return
-        for child in list(parent.children):
-            if child.data is not None and child.data.kind == "loading":
-                child.remove()
-        self._add_items(parent, event.list_kind, event.offset, event.items, event.total)
+        with self._batch():
+            for child in list(parent.children):
+                if child.data is not None and child.data.kind == "loading":
+                    child.remove()
+            self._add_items(parent, event.list_kind, event.offset, event.items, event.total)
 
     def _add_items(self, parent: TreeNode[NodeRef], list_kind: str, offset: int, items: list[Any],
                    total: int) -> None:
