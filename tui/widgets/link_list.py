@@ -24,7 +24,7 @@ from rich.text import Text
 from textual import events
 from textual.binding import Binding
 from textual.cache import LRUCache
-from textual.geometry import Size
+from textual.geometry import Region, Size
 from textual.message import Message
 from textual.reactive import reactive
 from textual.scroll_view import ScrollView
@@ -240,6 +240,7 @@ class LinkList(ScrollView, Generic[Row], can_focus=True):
         self._background = background
         self._generation = 0
         self._requested: set[int] = set()
+        self._frame: tuple[int, int, Style] | None = None  # set while the widget repaints (render_lines)
         self.empty_text = empty_text
 
     # -- data ---------------------------------------------------------------------------------------------------
@@ -425,10 +426,19 @@ class LinkList(ScrollView, Generic[Row], can_focus=True):
         self._strips.clear()
         self._scroll_cursor_visible()
 
+    def render_lines(self, crop: Region) -> list[Strip]:
+        # What every line needs, worked out once per repaint rather than once per line (the base style walks the
+        # ancestors' backgrounds).
+        self._frame = (self.scrollable_content_region.width, self.scroll_offset.y, self.rich_style)
+        try:
+            return super().render_lines(crop)
+        finally:
+            self._frame = None
+
     def render_line(self, y: int) -> Strip:
-        width = self.scrollable_content_region.width
-        index = self.scroll_offset.y + y
-        base = self.rich_style
+        width, top, base = self._frame or (self.scrollable_content_region.width, self.scroll_offset.y,
+                                           self.rich_style)
+        index = top + y
         if self._count == 0:
             if y == 1:
                 return Strip([Segment(fit("  " + self.empty_text, width), base + self._style("empty"))], width)
