@@ -6,10 +6,12 @@ from dataclasses import dataclass
 
 from conftest import SIZE, flat, screen_text, wait_until
 from textual.app import App, ComposeResult
+from textual.reactive import var
 from textual.widgets import Tree
 
 from linkdesk.tui.widgets.clients_tree import PAGE, ClientsTree
 from linkdesk.tui.widgets.link_list import Column, LinkList, column_widths, fit
+from linkdesk.tui.widgets.status_line import PROGRESS_INTERVAL, StatusInfo, StatusLine
 
 
 @dataclass(frozen=True)
@@ -372,3 +374,52 @@ async def test_a_stage_switch_reuses_the_counts_and_lists_what_its_tab_says(tmp_
         view.reload()  # as after a sync or an action: the links changed, count them again
         await wait_until(pilot, lambda: view.settled, what="the reload")
         assert len(counted) == 2
+
+
+class StatusApp(App):
+    status = var(StatusInfo())  # what LinkdeskApp.status is to the status line: a value it watches
+
+    def __init__(self, clock) -> None:
+        super().__init__()
+        self.clock = clock
+
+    def compose(self) -> ComposeResult:
+        yield StatusLine(self.clock, id="status")
+
+
+async def test_the_status_line_redraws_a_part_only_when_it_changes_and_lays_out_only_when_it_resizes():
+    from textual.widgets import Static
+    from tui_fakes import T0
+
+    app = StatusApp(lambda: T0)
+    async with app.run_test(size=SIZE) as pilot:
+        info = StatusInfo(profile="demo", is_demo=True, user="ada", role="Super Admin", customer="Contoso",
+                          last_sync=T0, phase="links", done=0, total=100, message="Reading links…")
+        app.status = info
+        await pilot.pause()
+        updates: list[tuple[str, bool]] = []
+        for static in app.query(Static):
+            original = static.update
+
+            def update(content="", *, layout=True, _id=static.id, _original=original):
+                updates.append((_id, layout))
+                return _original(content, layout=layout)
+
+            static.update = update
+        for done in range(1, 30):  # a sync's progress steps: only the bar moves
+            app.status = info.with_(done=done)
+            await pilot.pause(PROGRESS_INTERVAL / 4)
+        await pilot.pause(PROGRESS_INTERVAL * 2)
+        assert updates == []
+        assert "Reading links…" in screen_text(app) and "ada · Super Admin · Contoso" in screen_text(app)
+
+        app.status = info.with_(done=30, message="Saving links…")  # same width as before: no layout
+        await pilot.pause(PROGRESS_INTERVAL * 2)
+        assert updates == [("status-message", False)]
+        updates.clear()
+        app.status = info.with_(phase=None, message="", user="ada.lovelace@contoso.example")
+        await pilot.pause(PROGRESS_INTERVAL * 2)
+        assert ("status-who", True) in updates  # wider: the line is laid out again
+        assert all(not layout for part, layout in updates if part != "status-who")
+        assert "ada.lovelace@contoso.example · Super Admin" in screen_text(app)
+        assert "Saving links" not in screen_text(app)

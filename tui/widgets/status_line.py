@@ -6,6 +6,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Callable
 
+from rich.cells import cell_len
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Horizontal
@@ -75,6 +76,7 @@ class StatusLine(Horizontal):
         self._info = StatusInfo()
         self._shown: StatusInfo | None = None  # what is on screen, while a newer progress step may wait
         self._cooldown: Timer | None = None  # set while progress steps are held back
+        self._drawn: dict[str, tuple[str, tuple, str]] = {}  # what each part shows (see _put)
 
     def compose(self) -> ComposeResult:
         yield Static(id="status-profile")
@@ -111,11 +113,22 @@ class StatusLine(Horizontal):
         if self._info != self._shown:
             self.show(self._info)  # draws it and starts the next cooldown
 
+    def _put(self, part: str, text: Text, *, sized: bool) -> None:
+        """Show ``text`` in one part of the line, only if it changed. Each update of a part otherwise laid out the
+        whole screen (ten times a second during a sync); a part sized to its text (``sized``) still lays out the
+        screen, but only when its width changes."""
+        key = (text.plain, tuple(text.spans), str(text.style))
+        before = self._drawn.get(part)
+        if before == key:
+            return
+        self._drawn[part] = key
+        layout = sized and (before is None or cell_len(before[0]) != text.cell_len)
+        self.query_one(f"#{part}", Static).update(text, layout=layout)
+
     def _draw(self, info: StatusInfo) -> None:
         self._shown = info
-        profile = self.query_one("#status-profile", Static)
-        profile.update(Text("DEMO" if info.is_demo else (info.profile.upper() or "…")))
-        profile.set_class(not info.is_demo, "-live")
+        self._put("status-profile", Text("DEMO" if info.is_demo else (info.profile.upper() or "…")), sized=True)
+        self.query_one("#status-profile", Static).set_class(not info.is_demo, "-live")
         who = Text()
         if info.user:
             who.append(clean(info.user, max_chars=60), style="bold")
@@ -124,10 +137,9 @@ class StatusLine(Horizontal):
             if info.customer:
                 who.append(" · ")
                 who.append(clean(info.customer, max_chars=60))
-        self.query_one("#status-who", Static).update(who)
-        age = self.query_one("#status-age", Static)
-        age.update(Text(age_text(info, self._clock())))
-        age.set_class(info.online is False, "-offline")
+        self._put("status-who", who, sized=True)
+        self._put("status-age", Text(age_text(info, self._clock())), sized=True)
+        self.query_one("#status-age", Static).set_class(info.online is False, "-offline")
         bar = self.query_one("#status-progress", ProgressBar)
         running = info.phase is not None
         bar.set_class(running, "-running")
@@ -138,4 +150,4 @@ class StatusLine(Horizontal):
         message = Text(clean(info.message, max_chars=200))
         if running:
             message.append("  (esc stops)", style="dim")
-        self.query_one("#status-message", Static).update(message)
+        self._put("status-message", message, sized=False)  # it takes the rest of the line, whatever its text
