@@ -289,3 +289,109 @@ def test_customer_names_are_reused_and_lookups_are_capped(world, cache, monkeypa
     assert sync.full_sync(cache, api, clock=world.clock).ok
     assert lookups() == []
     assert cache.customer(704).name == "Client 4" and cache.customer(CLIENT_A).name == "Client A"
+
+
+class HierarchyApi(FakeApi):
+    """FakeApi with manager customers under the agency: ``tree`` maps a customer to its directly linked child
+    customers (GetLinkedAccountsAndCustomersInfo's CustomersInfo). Records the OnlyParentAccounts flag of each call
+    and the threads the calls ran on."""
+
+    def __init__(self, world, user_id, tree):
+        super().__init__(world, user_id)
+        self.tree = tree
+        self.flags: list[bool] = []
+        self.threads: set[str] = set()
+
+    def get_linked_accounts_and_customers_info(self, customer_id, only_parent_accounts=False):
+        self._call("GetLinkedAccountsAndCustomersInfo", customer_id)
+        self.flags.append(only_parent_accounts)
+        self.threads.add(threading.current_thread().name)
+        return [], [api_mod.CustomerInfo(c, f"Manager {c}") for c in self.tree.get(customer_id, ())]
+
+
+def test_child_manager_customers_are_found_level_by_level_up_to_five_levels(world, cache):
+    # The agency manages six customers (more than one thread's share); one of them has a chain of managers below it,
+    # seven levels deep, of which the service documents (and the sync reads) five: 800s, 810s, 820, 830, 840.
+    tree = {AGENCY: [800 + n for n in range(6)], 803: [810, 811], 810: [820], 820: [830], 830: [840], 840: [850],
+            850: [860]}
+    api = HierarchyApi(world, ADMIN, tree)
+    assert sync.full_sync(cache, api, clock=world.clock, concurrency=4).ok
+    asked = [arg for op, arg in api.calls if op == "GetLinkedAccountsAndCustomersInfo"]
+    assert asked[0] == AGENCY and set(asked) == {AGENCY, *range(800, 806), 810, 811, 820, 830}
+    assert len(asked) == len(set(asked))  # each customer once
+    assert api.flags and all(api.flags)  # only the customers' own accounts: the others come from SearchAccounts
+    for cid in (*range(800, 806), 810, 811, 820, 830, 840):
+        assert cache.customer(cid).name == f"Manager {cid}"
+    assert cache.customer(850) is None and cache.customer(860) is None  # below the fifth level
+    assert any(t.startswith("linkdesk-sync") for t in api.threads)  # the six children were asked concurrently
+
+
+def test_child_customers_one_at_a_time_give_the_same_result(world, cache):
+    tree = {AGENCY: [800 + n for n in range(6)], 801: [810]}
+    api = HierarchyApi(world, ADMIN, tree)
+    assert sync.full_sync(cache, api, clock=world.clock, concurrency=1).ok
+    assert api.threads == {threading.current_thread().name}
+    assert cache.customer(810).name == "Manager 810"
+
+
+def test_a_refused_child_customer_does_not_stop_the_hierarchy(world, cache):
+    tree = {AGENCY: [800, 801, 802, 803, 804], 801: [810], 802: [820]}
+    api = HierarchyApi(world, ADMIN, tree)
+    original = api.get_linked_accounts_and_customers_info
+
+    def refuse_801(customer_id, only_parent_accounts=False):
+        if customer_id == 801:
+            raise api_mod.AuthError(code=106)
+        return original(customer_id, only_parent_accounts)
+
+    api.get_linked_accounts_and_customers_info = refuse_801
+    assert sync.full_sync(cache, api, clock=world.clock).ok
+    assert cache.customer(820).name == "Manager 820" and cache.customer(810) is None
+
+
+def test_accounts_are_paged_in_order_with_pages_in_flight(world, cache, monkeypatch):
+    for n in range(9):  # nine more accounts the agency manages: ten pages of one account, plus an empty one
+        aid = 7100 + n
+        world.accounts[aid] = Account(aid, f"acc {n}", f"F71{n:02d}", CLIENT_A)
+        world.add_link(aid, S.Active)
+    monkeypatch.setattr(sync, "ACCOUNT_PAGE", 1)
+    api = FakeApi(world, ADMIN)
+    seen: list[sync.SyncProgress] = []
+    assert sync.full_sync(cache, api, clock=world.clock, progress=seen.append, concurrency=3).ok
+    reachable = {a.id for a in api._reachable()}
+    assert {aid for aid in reachable if cache.account(aid) is not None} == reachable
+    counts = [p.done for p in seen if p.phase == "accounts" and p.total is None and p.done]
+    assert counts == sorted(counts) and counts[-1] == len(reachable)  # one report per page, in page order
+    pages = [arg for op, arg in api.calls if op == "SearchAccounts"]
+    assert len(pages) >= len(reachable) + 1  # up to the first short (empty) page, perhaps a few beyond it
+
+
+def test_cancel_while_accounts_are_paged_keeps_the_previous_state(world, cache, monkeypatch):
+    assert sync.full_sync(cache, FakeApi(world, ADMIN), clock=world.clock).ok
+    for n in range(9):
+        aid = 7100 + n
+        world.accounts[aid] = Account(aid, f"acc {n}", f"F71{n:02d}", CLIENT_A)
+        world.add_link(aid, S.Active)
+    monkeypatch.setattr(sync, "ACCOUNT_PAGE", 1)
+    cancel = threading.Event()
+    api = FakeApi(world, ADMIN)
+    api.on_call = lambda op: cancel.set() if op == "SearchAccounts" and len(
+        [c for c in api.calls if c[0] == "SearchAccounts"]) == 3 else None
+    result = sync.full_sync(cache, api, clock=world.clock, cancel=cancel, concurrency=3)
+    assert result.cancelled and not result.ok
+    assert cache.account(7100) is None and cache.link_count() == 3
+
+
+def test_a_sync_collects_garbage_less_often_and_restores_the_setting(world, cache):
+    import gc
+
+    before = gc.get_threshold()
+    during: list[tuple[int, ...]] = []
+    api = FakeApi(world, ADMIN)
+    api.on_call = lambda op: during.append(gc.get_threshold())
+    assert sync.full_sync(cache, api, clock=world.clock).ok
+    assert during and all(t[0] == sync.SYNC_GC_THRESHOLD for t in during)
+    assert gc.get_threshold() == before
+    api.fail["SearchClientLinks"] = api_mod.ServiceUnavailable(retryable=True)
+    assert not sync.full_sync(cache, api, clock=world.clock).ok  # restored after a failed sync too
+    assert gc.get_threshold() == before
