@@ -722,3 +722,24 @@ def test_update_items_by_numbers_and_malformed_items(env):
     assert env.update(SA, {**link.to_wire(), "Type": "PartnerLink"}, None) == [
         [rules.E_LINK_TYPE_INVALID], [rules.E_FIELD_INVALID]]
     assert env.link(149000005).status == S.LinkPending
+
+
+def test_search_accounts_by_the_callers_own_user_pages_its_reach_and_follows_link_changes(env):
+    def page(index: int, size: int, order: str = "Ascending", user: int = SA) -> list[int]:
+        body = {"Predicates": [{"Field": "UserId", "Operator": "Equals", "Value": str(user)}],
+                "Ordering": [{"Field": "Id", "Order": order}], "PageInfo": {"Index": index, "Size": size}}
+        return [a["Id"] for a in env.call("SearchAccounts", SA, body)["Accounts"]]
+
+    every = page(0, 1000)
+    assert every == sorted(every) and world.A1 in every and world.AGENCY_HOUSE_ACCOUNT in every
+    assert page(1, 3) == every[3:6] and page(0, 3, "Descending") == every[::-1][:3]
+    assert page(0, 1000) == every  # the cached reach answers the same
+    # An unlink ends the agency's reach of A1: the next page must not come from the reach cached before it.
+    assert env.set_status(SA, world.A1, S.UnlinkRequested) is None
+    env.advance("25m")
+    assert env.link(world.A1).status == S.Inactive
+    got = page(0, 1000)
+    assert world.A1 not in got
+    env.service._reach_cache.clear()
+    assert page(0, 1000) == got  # the same as computed afresh (other links moved on in those 25 minutes too)
+    assert page(0, 1000, user=UB) == [world.A2, world.B1, world.B2]  # another user's reach: the general path
