@@ -6,14 +6,16 @@ Run:  .venv/bin/python bench/bench_tui.py [--quick] [--runs 5] [--sizes 1k,10k,1
 Each size uses a demo home prepared once (``_common.synced_home``: the generated world, a full sync over loopback
 SOAP, and one start of the app so that its config remembers the acting identity, as after any first run).
 
-* ``1.frame.<size>``: ``linkdesk demo`` (``core.cli.main(["demo"])``) and a minimal Textual app (one Static) are each
-  started in a child process under a 120×40 pseudo-terminal, alternately, ``--runs`` times. A hook installed before
-  the app starts (``install_frame_hook``: it wraps ``App._display``, the method that writes a frame to the
-  terminal) reports when the first frame was written — for linkdesk, the first frame in which the inbox shows rows
-  from the cache. Time is from just before the child is spawned (interpreter start and imports included). The
-  figure is the ratio of the medians (target ≤ 1.5).
+* ``1.frame.<size>``: ``linkdesk demo`` (the installed console script, exactly as a user runs it) and a minimal
+  Textual app (one Static) are each started in a child process under a 120×40 pseudo-terminal, alternately,
+  ``--runs`` times. linkdesk reports its start-up milestones itself (``$LINKDESK_TIMINGS``, see tui/app.py; here a
+  pipe): ``inbox_rows`` is the frame in which the inbox shows its first page of rows from the cache. The minimal app
+  reports its first frame the same way (a callback after its first refresh). Time is from just before the child is
+  spawned (interpreter start and imports included); the CPU time of the process up to that frame is reported beside
+  it (it does not grow with the machine's load). The figure is the ratio of the medians (target ≤ 1.5).
 * ``4.rss.<size>``: resident memory (VmRSS) of the same ``linkdesk demo`` processes, inbox open: at the first frame
-  (cache only) and once the session is ready (the built-in simulator and the SDK loaded, the startup sync begun).
+  (cache only) and 1 s after the session is ready (the SDK loaded, the startup sync begun). Child processes of
+  linkdesk (a simulator run as its own process, say) are measured separately and named in the note.
 * ``2.*``, ``5.*``, ``7.*``: in a child process, the real app (``LinkdeskApp`` with a real demo ``Session``, its
   simulator in-process) is driven headless (``App.run_test``). Each key is posted as the terminal driver would post
   it; the time is until every widget of the screen has handled its messages and the screen has been laid out and
@@ -51,91 +53,85 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
 COLS, ROWS = 120, 40
-WATCHED_MESSAGES = {"SessionReady", "SessionFailed", "SyncFinished"}
 
 
 # --------------------------------------------------------------------------------------------------- frame hook
 
 
-def install_frame_hook(fd: int, app_kind: str) -> None:
-    """Report (JSON lines on ``fd``) the first frame written to the terminal, the first frame with inbox rows
-    (linkdesk) and the watched messages, each with ``time.monotonic()`` and the process's resident memory."""
-    from textual.app import App
-    from textual.message_pump import MessagePump
-
+def _emit_line(fd: int) -> Any:
+    """A writer of linkdesk's timings lines (``tui/app.py``: event, monotonic, cpu_s, rss_mb) on ``fd``."""
     out = os.fdopen(fd, "w", buffering=1)
     seen: set[str] = set()
-    lock = threading.Lock()
 
-    def emit(event: str, **data: Any) -> None:
-        with lock:
-            if event in seen:
-                return
+    def emit(event: str) -> None:
+        if event not in seen:
             seen.add(event)
-            out.write(json.dumps({"event": event, "t": time.monotonic(), "rss": C.rss_mb(), **data}) + "\n")
+            out.write(json.dumps({"event": event, "monotonic": time.monotonic(), "cpu_s": time.process_time(),
+                                  "rss_mb": C.rss_mb()}) + "\n")
 
-    def ready(app: Any, screen: Any) -> bool:
-        if app_kind == "minimal":
-            return bool(screen.children)
-        for widget in screen.query("LinkList"):
-            if getattr(widget, "row_count", 0) > 0:
-                return True
-        return False
-
-    original_init = App.__init__
-
-    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
-        emit("app_init")  # everything imported, the app about to be built
-        original_init(self, *args, **kwargs)
-
-    App.__init__ = __init__  # type: ignore[method-assign]
-
-    original_display = App._display
-
-    def _display(self: Any, screen: Any, renderable: Any) -> None:
-        original_display(self, screen, renderable)
-        if renderable is None or self.is_headless:
-            return
-        emit("display")
-        if "first_frame" not in seen:
-            try:
-                if ready(self, screen):
-                    emit("first_frame")
-            except Exception:  # noqa: BLE001 - a screen being torn down; the next frame decides
-                pass
-
-    App._display = _display  # type: ignore[method-assign]
-
-    original_post = MessagePump.post_message
-
-    def post_message(self: Any, message: Any) -> bool:
-        name = type(message).__name__
-        if name in WATCHED_MESSAGES:
-            emit(name)
-        return original_post(self, message)
-
-    MessagePump.post_message = post_message  # type: ignore[method-assign]
+    return emit
 
 
-def run_minimal_app() -> None:
+def run_minimal_app(fd: int) -> None:
+    """The minimal app, reporting as linkdesk does: ``app_init`` when built, ``first_frame`` and ``inbox_rows``
+    (its one Static) after its first refresh."""
     from textual.app import App, ComposeResult
     from textual.widgets import Static
 
+    emit = _emit_line(fd)
+
     class Minimal(App[None]):
+        def __init__(self) -> None:
+            emit("app_init")
+            super().__init__()
+
         def compose(self) -> ComposeResult:
             yield Static("A minimal Textual app.")
+
+        def on_mount(self) -> None:
+            self.call_after_refresh(lambda: (emit("first_frame"), emit("inbox_rows")))
 
     Minimal().run()
 
 
 def child_first_frame(args: argparse.Namespace) -> int:
-    install_frame_hook(int(os.environ["BENCH_FD"]), args.app)
-    if args.app == "minimal":
-        run_minimal_app()
-        return 0
-    from linkdesk.core.cli import main
+    run_minimal_app(int(os.environ["BENCH_FD"]))
+    return 0
 
-    return int(main(["demo"]) or 0)
+
+def linkdesk_command() -> list[str]:
+    """``linkdesk demo`` as installed: the console script next to this interpreter."""
+    script = Path(C.PY).parent / "linkdesk"
+    if script.exists():
+        return [str(script), "demo"]
+    return [C.PY, "-c", "import sys; from linkdesk.core.cli import main; sys.exit(main(['demo']))"]
+
+
+def children_rss_mb(pid: int) -> dict[int, tuple[str, float]]:
+    """Every descendant process of ``pid``: its command name and resident memory (MB)."""
+    out: dict[int, tuple[str, float]] = {}
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        try:
+            tasks = os.listdir(f"/proc/{parent}/task")
+        except OSError:
+            continue
+        for tid in tasks:
+            try:
+                kids = Path(f"/proc/{parent}/task/{tid}/children").read_text().split()
+            except OSError:
+                continue
+            for kid in map(int, kids):
+                rss = C.rss_mb(kid)
+                if rss is not None:
+                    try:
+                        name = Path(f"/proc/{kid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:80]
+                    except OSError:
+                        name = "?"
+                    out[kid] = (name, rss)
+                todo.append(kid)
+    return out
 
 
 # ------------------------------------------------------------------------------------------- pseudo-terminal runs
@@ -153,8 +149,8 @@ class PtyRun:
         master, slave = pty.openpty()
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", ROWS, COLS, 0, 0))
         r, w = os.pipe()
-        env = {**env, "BENCH_FD": str(w), "TERM": "xterm-256color", "COLORTERM": "truecolor",
-               "COLUMNS": str(COLS), "LINES": str(ROWS)}
+        env = {**env, "BENCH_FD": str(w), "LINKDESK_TIMINGS": f"/dev/fd/{w}", "TERM": "xterm-256color",
+               "COLORTERM": "truecolor", "COLUMNS": str(COLS), "LINES": str(ROWS)}
         self.t_spawn = time.monotonic()
         self.proc = subprocess.Popen(cmd, stdin=slave, stdout=slave, stderr=slave, env=env, pass_fds=(w,),
                                      cwd=C.ROOT, start_new_session=True)
@@ -203,7 +199,12 @@ class PtyRun:
 
     def since_spawn(self, event: str) -> float | None:
         e = self.events.get(event)
-        return (e["t"] - self.t_spawn) * 1000 if e else None
+        return (e["monotonic"] - self.t_spawn) * 1000 if e else None
+
+    def cpu_ms(self, event: str) -> float | None:
+        """CPU time of the child (all its threads) up to the event."""
+        e = self.events.get(event)
+        return e["cpu_s"] * 1000 if e else None
 
     def close(self) -> None:
         if self.proc.poll() is None:
@@ -221,42 +222,51 @@ class PtyRun:
 
 def first_frames(home: Path, runs: int, *, log=print) -> dict[str, Any]:
     """``runs`` alternating starts of ``linkdesk demo`` and the minimal app; times in ms, memory in MB."""
-    out: dict[str, list[float]] = {"linkdesk": [], "minimal": [], "linkdesk_any_frame": [], "rss_first_frame": [],
-                                   "rss_session_ready": [], "session_ready": [], "linkdesk_app_init": [],
-                                   "minimal_app_init": []}
+    out: dict[str, Any] = {k: [] for k in (
+        "linkdesk", "minimal", "linkdesk_any_frame", "rss_first_frame", "rss_session_ready", "session_ready",
+        "linkdesk_app_init", "minimal_app_init", "linkdesk_cpu", "minimal_cpu", "children_rss")}
     with tempfile.TemporaryDirectory(prefix="linkdesk-bench-") as tmp:
         for i in range(runs + 1):  # run 0 warms the OS file cache; not counted
             for kind in ("linkdesk", "minimal"):
                 env = C.child_env()
                 if kind == "linkdesk":
                     env["LINKDESK_HOME"] = str(C.copy_home(home, Path(tmp) / "home"))
-                run = PtyRun([C.PY, str(Path(__file__).resolve()), "--child", "first-frame", "--app", kind], env)
+                    cmd = linkdesk_command()
+                else:
+                    cmd = [C.PY, str(Path(__file__).resolve()), "--child", "first-frame"]
+                run = PtyRun(cmd, env)
                 try:
-                    frame = run.wait_for("first_frame", 120)
+                    frame = run.wait_for("inbox_rows", 120)
                     if frame is None:
-                        raise RuntimeError(f"{kind}: no first frame within 120 s; terminal output:\n"
+                        raise RuntimeError(f"{kind}: no first frame with inbox rows within 120 s; terminal output:\n"
                                            + run.output[-3000:].decode(errors="replace"))
                     if kind == "linkdesk":
-                        ready = run.wait_for("SessionReady", 120)
+                        ready = run.wait_for("session_ready", 120)
+                        rss_ready = children = None
                         if ready is not None:
                             time.sleep(1.0)  # the worker has started the sync; inbox still open
                             rss_ready = C.rss_mb(run.proc.pid)
+                            children = children_rss_mb(run.proc.pid)
                         if i:
-                            out["linkdesk"].append(run.since_spawn("first_frame") or 0)
-                            out["linkdesk_any_frame"].append(run.since_spawn("display") or 0)
+                            out["linkdesk"].append(run.since_spawn("inbox_rows") or 0)
+                            out["linkdesk_cpu"].append(run.cpu_ms("inbox_rows") or 0)
+                            out["linkdesk_any_frame"].append(run.since_spawn("first_frame") or 0)
                             out["linkdesk_app_init"].append(run.since_spawn("app_init") or 0)
-                            out["rss_first_frame"].append(frame["rss"])
+                            out["rss_first_frame"].append(frame["rss_mb"])
                             if ready is not None:
-                                out["session_ready"].append(run.since_spawn("SessionReady") or 0)
+                                out["session_ready"].append(run.since_spawn("session_ready") or 0)
                                 out["rss_session_ready"].append(rss_ready or 0)
+                                out["children_rss"].append(sorted(children.values()) if children else [])
                     elif i:
-                        out["minimal"].append(run.since_spawn("first_frame") or 0)
+                        out["minimal"].append(run.since_spawn("inbox_rows") or 0)
+                        out["minimal_cpu"].append(run.cpu_ms("inbox_rows") or 0)
                         out["minimal_app_init"].append(run.since_spawn("app_init") or 0)
                 finally:
                     run.close()
             if i:
-                log(f"    run {i}: linkdesk {out['linkdesk'][-1]:.0f} ms (rss {out['rss_first_frame'][-1]} MB), "
-                    f"minimal {out['minimal'][-1]:.0f} ms")
+                log(f"    run {i}: linkdesk {out['linkdesk'][-1]:.0f} ms, CPU {out['linkdesk_cpu'][-1]:.0f} ms "
+                    f"(rss {out['rss_first_frame'][-1]} MB), minimal {out['minimal'][-1]:.0f} ms, CPU "
+                    f"{out['minimal_cpu'][-1]:.0f} ms")
     return out
 
 
@@ -578,9 +588,13 @@ def main(argv: list[str] | None = None) -> int:
                                  f"{C.median(ff['linkdesk_app_init']):.0f} ms, any first frame "
                                  f"{C.median(ff['linkdesk_any_frame']):.0f} ms), minimal "
                                  f"{C.median(ff['minimal']):.0f} ms (imports done at "
-                                 f"{C.median(ff['minimal_app_init']):.0f} ms); session ready at "
-                                 f"{C.median(ff['session_ready']):.0f} ms; value = ratio of the medians",
+                                 f"{C.median(ff['minimal_app_init']):.0f} ms); CPU time to that frame: linkdesk "
+                                 f"{C.median(ff['linkdesk_cpu']):.0f} ms, minimal {C.median(ff['minimal_cpu']):.0f} "
+                                 f"ms ({C.median(ff['linkdesk_cpu']) / C.median(ff['minimal_cpu']):.2f} ×); "
+                                 f"session ready at {C.median(ff['session_ready']):.0f} ms; value = ratio of the "
+                                 "medians",
                             extra={"linkdesk_ms": ff["linkdesk"], "minimal_ms": ff["minimal"],
+                                   "linkdesk_cpu_ms": ff["linkdesk_cpu"], "minimal_cpu_ms": ff["minimal_cpu"],
                                    "linkdesk_app_init_ms": ff["linkdesk_app_init"],
                                    "minimal_app_init_ms": ff["minimal_app_init"],
                                    "session_ready_ms": ff["session_ready"]}))
@@ -588,10 +602,19 @@ def main(argv: list[str] | None = None) -> int:
                             "MB", ff["rss_first_frame"], target="≤ 150 MB" if big else None,
                             ok=C.within(C.median(ff["rss_first_frame"]), 150) if big else None))
         if ff["rss_session_ready"]:
+            kids = [k for run_kids in ff["children_rss"] for k in run_kids]
+            kids_note = ""
+            if kids:
+                names = sorted({name.split(" -")[0] for name, _ in kids})
+                per_run = [sum(rss for _, rss in run_kids) for run_kids in ff["children_rss"]]
+                kids_note = (f"; not included: its child processes ({', '.join(names)}), median "
+                             f"{C.median(per_run):.1f} MB in all")
             report.add(C.Figure(f"4.rss_ready.{label}", "resident memory of linkdesk demo, inbox open, 1 s after the "
-                                "session is ready (simulator and SDK loaded, startup sync begun)", "MB",
+                                "session is ready (SDK loaded, startup sync begun)", "MB",
                                 ff["rss_session_ready"], target="≤ 150 MB" if big else None,
-                                ok=C.within(C.median(ff["rss_session_ready"]), 150) if big else None))
+                                ok=C.within(C.median(ff["rss_session_ready"]), 150) if big else None,
+                                note=f"the linkdesk process{kids_note}" if kids_note else "",
+                                extra={"children_rss_mb": ff["children_rss"]} if kids else {}))
 
         print(f"  keystrokes, tree, sync, {label} ...")
         with tempfile.TemporaryDirectory(prefix="linkdesk-bench-") as tmp:
