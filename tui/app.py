@@ -270,11 +270,12 @@ class LinkdeskApp(App[int]):
 
         self._apply_keymap()
         self.main = MainScreen(self.now)
+        # Queued before the screen starts: runs after its very first refresh, while this method is still waiting.
+        self.main.call_after_refresh(self.timings.emit, "first_frame")
         await self.push_screen(self.main)
         message = "Opening the cache…" if self.session is not None else (
             "Starting the simulator…" if self.is_demo else "Connecting to Microsoft Advertising…")
         self.status = StatusInfo(profile=self.profile, is_demo=self.is_demo, message=message)
-        self.call_after_refresh(self.timings.emit, "first_frame")
         if self._first_frame():
             self._rows_timer = self.set_interval(1 / 60, self._watch_first_rows)
         if self._rows_timer is not None and self.session is None:
