@@ -9,6 +9,7 @@ from textual.app import App, ComposeResult
 from textual.reactive import var
 from textual.widgets import Tree
 
+from linkdesk.tui.text import clean
 from linkdesk.tui.widgets.clients_tree import PAGE, ClientsTree
 from linkdesk.tui.widgets.link_list import Column, LinkList, column_widths, fit
 from linkdesk.tui.widgets.status_line import PROGRESS_INTERVAL, StatusInfo, StatusLine
@@ -423,3 +424,42 @@ async def test_the_status_line_redraws_a_part_only_when_it_changes_and_lays_out_
         assert all(not layout for part, layout in updates if part != "status-who")
         assert "ada.lovelace@contoso.example · Super Admin" in screen_text(app)
         assert "Saving links" not in screen_text(app)
+
+
+async def test_the_preview_follows_the_cursor_read_off_the_ui_thread(tmp_path, monkeypatch):
+    import threading
+
+    from textual.widgets import Static
+    from tui_fakes import FakeSession
+
+    import linkdesk.tui.screens.inbox as inbox_module
+
+    session = FakeSession(tmp_path, extra_links=250)
+    session.write_cache()
+    threads: list[bool] = []
+    real_context = inbox_module.link_context
+
+    def context(*args, **kwargs):
+        threads.append(threading.current_thread() is threading.main_thread())
+        return real_context(*args, **kwargs)
+
+    monkeypatch.setattr(inbox_module, "link_context", context)
+    app = InboxApp(session, session.clock)
+    async with app.run_test(size=SIZE) as pilot:
+        view = app.query_one(inbox_module.InboxView)
+        await wait_until(pilot, lambda: view.settled and view.query_state is not None, what="the first query")
+        view.set_stage(None)  # every link
+        await wait_until(pilot, lambda: view.settled and view.link_list.row_count > 200, what="all links")
+        preview = view.query_one("#inbox-preview", Static)
+
+        def shows_the_cursor_row() -> bool:
+            row = view.link_list.highlighted
+            return row is not None and clean(row.row.client_entity_name) in str(preview.render())
+
+        await wait_until(pilot, shows_the_cursor_row, what="the preview of the first row")
+        for _ in range(12):  # a held key: the preview catches up with the row the cursor stops on
+            await pilot.press("j")
+        await wait_until(pilot, lambda: view.link_list.cursor == 12 and shows_the_cursor_row(),
+                         what="the preview of row 12")
+        assert threads and not any(threads)  # never read on the UI thread
+        assert len(threads) <= 14  # one read at a time: rows passed meanwhile are skipped, not queued

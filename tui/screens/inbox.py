@@ -169,9 +169,20 @@ class InboxView(Vertical):
             self.pages = pages
             self.keep_cursor = keep_cursor
 
+    class PreviewRead(Message):
+        """What the rules say about the row under the cursor, read in the background (internal)."""
+
+        def __init__(self, generation: int, ctx: LinkContext | None) -> None:
+            super().__init__()
+            self.generation = generation
+            self.ctx = ctx
+
     def __init__(self, clock: Callable[[], datetime], *, id: str | None = None) -> None:
         super().__init__(id=id)
         self._clock = clock
+        self._preview_generation = 0  # one per cursor move; a preview read for an older one is not shown
+        self._preview_key: Any = None
+        self._preview_reading = False
         self._caches: Callable[[], Any] | None = None
         self._generation = 0
         self._shown = 0  # the generation whose rows are on screen
@@ -337,16 +348,46 @@ class InboxView(Vertical):
 
     @on(LinkList.Highlighted, "#inbox-list")
     def _show_preview(self, event: LinkList.Highlighted) -> None:
+        """The preview follows the cursor. What the rules say about the row is read by a worker: it reads the cache
+        and the clock (the demo's clock is a database read), which during a sync wait on the sync's writes, and a
+        held key would otherwise pay that on every row it passes."""
+        self._preview_generation += 1
+        row = event.row
+        if row is None or self._caches is None:
+            self._link_ctx = self._preview_key = None
+            self.query_one("#inbox-preview", Static).update("", layout=False)
+            return
+        self._preview_key = row.key
+        if not self._preview_reading:
+            self._read_preview()
+
+    def _read_preview(self) -> None:
+        """Read the preview of the row under the cursor; one read at a time, the latest row wins."""
+        self._preview_reading = True
+        caches, key, actor, clock = self._caches, self._preview_key, self._actor, self._clock
+        generation = self._preview_generation
+
+        def read() -> None:
+            ctx: LinkContext | None = None
+            try:
+                ctx = link_context(caches(), key, actor, clock()) if caches is not None and key is not None else None
+            finally:  # a failed read must not stop the preview from following the cursor
+                self.post_message(self.PreviewRead(generation, ctx))
+
+        self.run_worker(read, thread=True, group="inbox-preview", exit_on_error=False, name="read the preview")
+
+    @on(PreviewRead)
+    def _preview_read(self, event: PreviewRead) -> None:
+        event.stop()
+        self._preview_reading = False
+        if event.generation != self._preview_generation:
+            if self._preview_key is not None:
+                self._read_preview()  # the cursor moved meanwhile: read the row it is on now
+            return
+        ctx = self._link_ctx = event.ctx
         preview = self.query_one("#inbox-preview", Static)
         # The preview's height is fixed (app.tcss) and its width follows the screen, so new text never changes its
         # size: skip the full-screen layout that update() would do on every cursor move.
-        row = event.row
-        if row is None or self._caches is None:
-            self._link_ctx = None
-            preview.update("", layout=False)
-            return
-        ctx = link_context(self._caches(), row.key, self._actor, self._clock())
-        self._link_ctx = ctx
         if ctx is None:
             preview.update("", layout=False)
             return
