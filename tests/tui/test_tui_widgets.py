@@ -463,3 +463,48 @@ async def test_the_preview_follows_the_cursor_read_off_the_ui_thread(tmp_path, m
                          what="the preview of row 12")
         assert threads and not any(threads)  # never read on the UI thread
         assert len(threads) <= 14  # one read at a time: rows passed meanwhile are skipped, not queued
+
+
+class ClientsApp(App):
+    def __init__(self, session) -> None:
+        super().__init__()
+        self.session = session
+
+    def compose(self) -> ComposeResult:
+        from linkdesk.tui.screens.clients import ClientsView
+
+        yield ClientsView(self.session.clock, id="clients")
+
+    def on_mount(self) -> None:
+        from linkdesk.tui.screens.clients import ClientsView
+
+        view = self.query_one(ClientsView)
+        view.load(self.session.cache, self.session.identity().actor())
+        view.tree.focus()
+
+
+async def test_the_detail_pane_describes_the_node_as_reread_after_a_reload(tmp_path):
+    from textual.widgets import Static
+    from tui_fakes import AGENCY, FakeSession
+
+    from linkdesk.core.model import CustomerRole, Role, User
+
+    session = FakeSession(tmp_path)
+    session.write_cache()
+    app = ClientsApp(session)
+    async with app.run_test(size=SIZE) as pilot:
+        from linkdesk.tui.screens.clients import ClientsView
+
+        view = app.query_one(ClientsView)
+        detail = view.query_one("#clients-detail", Static)
+        await wait_until(pilot, lambda: not view.tree.loading and view.selected is not None
+                         and view.selected.kind == "agency", what="the cursor on the agency")
+        await wait_until(pilot, lambda: "Users 4" in flat(screen_text(app)), what="the agency's 4 users")
+
+        session.users.append(User(15, "dee", AGENCY, "Dee", "New", roles=(CustomerRole(AGENCY, Role.Viewer),)))
+        session.write_cache()  # as a sync does
+        view.reload()
+        # The cursor stays on the agency's line; the pane follows the agency as the cache has it now.
+        await wait_until(pilot, lambda: "Users 5" in flat(screen_text(app)), what="the agency's 5 users")
+        assert view.tree.cursor_line == 0 and _in_tree(view.tree, view.tree.cursor_node)
+        assert "5 users" in str(view.tree.cursor_node.label)

@@ -203,7 +203,12 @@ class ClientsTree(Tree[NodeRef]):
         # last draw would otherwise leave the cursor on the line the node had before them, i.e. another node.
         self._tree_lines  # noqa: B018 - the property rebuilds the lines when they are stale
         if node._line >= 0:
+            line = self.cursor_line
             self.move_cursor(node, animate=False)
+            if self.cursor_line == line:
+                # The same line, but a new node read from the cache as it is now: Textual announces no highlight
+                # for an unchanged line, and the detail pane would go on describing the node as it was.
+                self.post_message(Tree.NodeHighlighted(node))
 
     def _open_refs(self) -> set[tuple[str, int | None]]:
         found: set[tuple[str, int | None]] = set()
