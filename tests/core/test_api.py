@@ -777,8 +777,10 @@ def test_paging_250_links_concurrently_in_order(api, stub):
     links = list(api.iter_client_links(PRED, concurrency=4, progress=progress.append))
     assert [l.client_entity_id for l in links] == [149000000 + i for i in range(250)]
     assert stub.max_in_flight <= 4
-    assert sorted(requested) == list(range(len(requested)))  # no page asked twice
-    assert 3 <= len(requested) <= 3 + 3  # pages 0-2, plus at most concurrency-1 beyond the short page
+    # No page asked twice; pages 0-2, plus at most concurrency-1 beyond the short page (some of which may still be on
+    # their way to the server when the last link is yielded: ``requested`` is written as requests arrive).
+    assert len(set(requested)) == len(requested)
+    assert {0, 1, 2} <= set(requested) <= set(range(3 + 3))
     assert progress == [100, 200, 250]
     # Default ordering keeps paging stable.
     assert all(r.body_element().find(f".//{{{ENT}}}OrderBy") is not None for r in stub.captured)
