@@ -84,6 +84,9 @@ async def settle(pilot: Any, *, keep_notifications: bool = False) -> None:
         field.cursor_blink = False
     if not keep_notifications:
         app.clear_notifications()
+    # The stage tabs' underline slides when the stage changes: a frame taken mid-slide differs from run to run.
+    await pilot.wait_for_scheduled_animations()
+    await app.animator.wait_until_complete()
     await pilot.pause(0.1)
 
 
