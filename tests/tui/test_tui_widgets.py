@@ -356,6 +356,10 @@ async def test_a_stage_switch_reuses_the_counts_and_lists_what_its_tab_says(tmp_
         assert len(counted) == 1
         tabs = view.query_one("#inbox-stages", Tabs)
         underline = tabs.query_one(Underline)
+        first = tabs.active_tab
+        span = first.virtual_region.shrink(first.styles.gutter).column_span
+        await wait_until(pilot, lambda: (underline.highlight_start, underline.highlight_end) == span, timeout=3,
+                         what="the underline under the first tab, its count included")
         clock_calls[0] = 0
         seen = []
         for _ in inbox_module.STAGE_ORDER:
@@ -366,6 +370,11 @@ async def test_a_stage_switch_reuses_the_counts_and_lists_what_its_tab_says(tmp_
             await wait_until(pilot, lambda: view.settled, what="the stage's rows")
             label = str(tabs.active_tab.label)
             seen.append(label)
+            # Under the whole tab, its count included (labels change width when the counts arrive).
+            tab = tabs.active_tab
+            span = tab.virtual_region.shrink(tab.styles.gutter).column_span
+            await wait_until(pilot, lambda: (underline.highlight_start, underline.highlight_end) == span,
+                             timeout=3, what=f"the underline under {label!r}")
             assert view.link_list.row_count == int(label.rsplit(" ", 1)[1].replace(",", ""))
         assert any(label.startswith("All ") and not label.endswith(" 0") for label in seen)
         assert len(counted) == 1  # same side and filter, moments later: the counts are not read again

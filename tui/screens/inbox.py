@@ -82,6 +82,14 @@ class StageTabs(Tabs):
     def _highlight_active(self, animate: bool = True) -> None:
         super()._highlight_active(animate=False)
 
+    def on_mount(self) -> None:
+        # Without the animation's delay, the underline is measured right after the next refresh, which can come
+        # before a relabelled tab (its count) is laid out again: measure it after every layout of the screen too.
+        self.screen.screen_layout_refresh_signal.subscribe(self, self._laid_out)
+
+    def _laid_out(self, screen: Any) -> None:
+        self._highlight_active(animate=False)
+
 
 def row_cells(line: InboxLine, now: datetime) -> Sequence[Cell]:
     """The cells of one inbox line; client text cleaned, never markup."""
