@@ -736,32 +736,49 @@ def test_stop_without_start_and_serve_forever_in_a_thread():
     assert not t.is_alive()
 
 
+def _wait_until(condition, what: str, timeout: float = 10.0) -> None:
+    """Wait for a state of the server rather than sleeping a guessed time (a loaded machine schedules late)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting until {what}"
+        time.sleep(0.01)
+
+
 def test_connection_cap_makes_room_from_idle_connections_and_answers_503_when_all_are_busy():
-    srv = SoapServer(lambda r: {"User": None, "CustomerRoles": []}, read_timeout=5, max_connections=2)
+    srv = SoapServer(lambda r: {"User": None, "CustomerRoles": []}, read_timeout=10, max_connections=2)
     with srv:
-        idle = [socket.create_connection(("127.0.0.1", srv.port), timeout=3) for _ in range(2)]
+        idle = []
         try:
-            time.sleep(0.1)  # both accepted and holding their slots
+            for n in (1, 2):  # one at a time, so that the first has waited longest
+                idle.append(socket.create_connection(("127.0.0.1", srv.port), timeout=3))
+                _wait_until(lambda: len(srv._conn_states) == n, f"{n} idle connection(s) hold a slot")
             t = time.perf_counter()
             status, _, _ = post_raw(srv, envelope("<t:GetUserRequest/>"))
-            assert status == 200 and time.perf_counter() - t < 2  # served at once, not after the read timeout
+            assert status == 200 and time.perf_counter() - t < 5  # served at once, not after the read timeout
             assert idle[0].recv(10) == b""  # the connection that waited longest was closed to make room
         finally:
             for s in idle:
                 s.close()
         release = threading.Event()
-        srv.before_request = lambda ctx: release.wait(5) and None  # two requests busy in the handler
+        entered = threading.Semaphore(0)
+
+        def hold(ctx) -> None:  # two requests busy in the handler until released
+            entered.release()
+            release.wait(10)
+
+        srv.before_request = hold
         busy = [threading.Thread(target=post_raw, args=(srv, envelope("<t:GetUserRequest/>"))) for _ in range(2)]
         for b in busy:
             b.start()
-        time.sleep(0.3)
         try:
+            for _ in busy:
+                assert entered.acquire(timeout=10), "a request did not reach the handler"
             reply = raw_exchange(srv, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
             assert reply.startswith(b"HTTP/1.1 503 ")  # nobody to make room from: a quick refusal, not a hang
         finally:
             release.set()
             for b in busy:
-                b.join(5)
+                b.join(10)
         srv.before_request = None
         status, _, _ = post_raw(srv, envelope("<t:GetUserRequest/>"))
         assert status == 200
