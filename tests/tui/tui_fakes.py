@@ -187,8 +187,8 @@ class FakeSession:
     def identity(self) -> FakeIdentity:
         return self.identity_
 
-    def identities(self) -> list[FakeIdentity]:
-        return list(IDENTITIES)
+    def identities(self, limit: int | None = None) -> list[FakeIdentity]:
+        return list(IDENTITIES)[:limit]
 
     def switch_identity(self, user_id: int) -> FakeIdentity:
         self.identity_ = next(i for i in IDENTITIES if i.user_id == user_id)
