@@ -208,6 +208,9 @@ class _DeadlineReader(io.RawIOBase):
 class _Handler(BaseHTTPRequestHandler):
     server: _HTTPServer
     protocol_version = "HTTP/1.1"
+    #: A reply's headers and body leave in one write (see _send), and nothing waits for the peer's delayed ACK: on a
+    #: kept-alive connection, Nagle's algorithm would hold a small reply ~40 ms (the client's delayed acknowledgement).
+    disable_nagle_algorithm = True
     server_version = "linkdesk-simulator"
     sys_version = ""
 
@@ -246,9 +249,13 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(k, v)
         if self.close_connection:
             self.send_header("Connection", "close")
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
+        if self.command != "HEAD" and self.request_version != "HTTP/0.9" and hasattr(self, "_headers_buffer"):
+            self._headers_buffer.append(b"\r\n" + body)  # end_headers' blank line, then the body: one write
+            self.flush_headers()
+        else:
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
 
     def _refuse(self, status: int, message: str, extra: dict[str, str] | None = None) -> None:
         """Answer with a short text and close the connection (the request body, if any, is not read)."""

@@ -52,6 +52,8 @@ class Captured:
     path: str
     headers: dict[str, str]
     body: bytes
+    #: The client's (host, port): requests on one kept-alive connection share it.
+    peer: tuple = ()
 
     @property
     def text(self) -> str:
@@ -89,6 +91,8 @@ class StubServer:
         self.lock = threading.Lock()
         self.in_flight = 0
         self.max_in_flight = 0
+        #: Keep connections open between requests (HTTP/1.1 keep-alive) instead of closing after every reply.
+        self.keep_alive = False
         stub = self
 
         class H(BaseHTTPRequestHandler):
@@ -96,7 +100,8 @@ class StubServer:
 
             def do_POST(self) -> None:  # noqa: N802 - http.server API
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                req = Captured(self.path, dict(self.headers), body)
+                req = Captured(self.path, dict(self.headers), body, tuple(self.client_address))
+                self.keep = stub.keep_alive  # decided when the request arrives (a test may change it after)
                 with stub.lock:
                     stub.captured.append(req)
                     stub.in_flight += 1
@@ -125,12 +130,13 @@ class StubServer:
                     for k, v in headers.items():
                         self.send_header(k, v)
                     self.send_header("Content-Length", str(len(data)))
-                    self.send_header("Connection", "close")
+                    if not getattr(self, "keep", False):
+                        self.send_header("Connection", "close")
                     self.end_headers()
                     self.wfile.write(data)
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (timeout tests)
-                self.close_connection = True
+                self.close_connection = not getattr(self, "keep", False)
 
             def log_message(self, *args: object) -> None:
                 pass
