@@ -1929,6 +1929,21 @@ class Cache:
         return Customer(r[0], r[1] or "", r[2], r[3] or "Active", r[4], r[5], r[6])
 
     @_guard
+    def customers(self, customer_ids: Iterable[int]) -> dict[int, Customer]:
+        """The cached customers among ``customer_ids`` (by id), as :meth:`customer` reads each, in batched queries
+        (a 100k-link sync asks about ~37,000 customers: one query each was ~0.3 s)."""
+        out: dict[int, Customer] = {}
+        for chunk in _batches(sorted({int(c) for c in customer_ids}), 500):
+            rows = self._conn.execute(
+                "SELECT id, name, number, life_cycle_status, financial_status, market_country, market_language"
+                f" FROM customers WHERE id IN ({', '.join('?' * len(chunk))})",
+                chunk,
+            ).fetchall()
+            for r in rows:
+                out[r[0]] = Customer(r[0], r[1] or "", r[2], r[3] or "Active", r[4], r[5], r[6])
+        return out
+
+    @_guard
     def account(self, account_id: int) -> Account | None:
         r = self._conn.execute(
             "SELECT id, name, number, parent_customer_id, bill_to_customer_id, life_cycle_status, financial_status,"

@@ -317,11 +317,10 @@ def _sync_view(view: View, run: _Run, writer: Any, concurrency: int) -> None:
         except (AuthError, RequestRefused):
             pass
         # Names rarely change: reuse the previous sync's, and ask the service only for customers new to the cache.
-        for cid in wanted:
-            if not names.get(cid) and run.previous is not None:
-                known = run.previous.customer(cid)
-                if known is not None and known.name:
-                    run.customers[cid] = known
+        if run.previous is not None:
+            for known in _previous_customers(run.previous, [cid for cid in wanted if not names.get(cid)]):
+                if known.name:
+                    run.customers[known.id] = known
         unnamed = sorted(cid for cid in wanted if not names.get(cid) and cid not in run.customers)
         unnamed = unnamed[:MAX_CUSTOMER_LOOKUPS]
         for cust in _each_concurrently(lambda cid: _get_customer_or_none(api, cid), unnamed, concurrency, run):
@@ -347,6 +346,14 @@ def _sync_view(view: View, run: _Run, writer: Any, concurrency: int) -> None:
                       1, tolerate_refusal=True)
     _stream_links(api, [Predicate("ClientCustomerId", "Equals", own)], run, writer, "received", 1,
                   tolerate_refusal=True)
+
+
+def _previous_customers(previous: Any, ids: list[int]) -> list[Customer]:
+    """The previous cache's customers among ``ids``: in batches where the cache can (Cache.customers), else one by
+    one."""
+    if hasattr(previous, "customers"):
+        return list(previous.customers(ids).values())
+    return [c for c in (previous.customer(cid) for cid in ids) if c is not None]
 
 
 def _child_customers(api: Any, own: int, run: _Run, concurrency: int) -> dict[int, str | None]:
