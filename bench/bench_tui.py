@@ -1,7 +1,9 @@
 """The terminal app at agency scale: first frame, inbox keystrokes, memory, keystrokes during a sync, the clients
 tree — at 1k, 10k and 100k links (growth).
 
-Run:  .venv/bin/python bench/bench_tui.py [--quick] [--runs 5] [--sizes 1k,10k,100k] [--json FILE]
+Run:  .venv/bin/python bench/bench_tui.py [--quick] [--runs 5] [--sizes 1k,10k,100k] [--only frame] [--json FILE]
+
+``--only frame`` measures only the start-up figures (``1.frame.*``, ``4.rss*``), not the keystrokes.
 
 Each size uses a demo home prepared once (``_common.synced_home``: the generated world, a full sync over loopback
 SOAP, and one start of the app so that its config remembers the acting identity, as after any first run).
@@ -557,6 +559,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sizes", default=None, help="comma-separated sizes (default 1k,10k,100k; --quick: 1k)")
     ap.add_argument("--sync-cap", type=float, default=60,
                     help="seconds of keystrokes during a sync before it is stopped (default 60)")
+    ap.add_argument("--only", choices=("frame",), help="only these figures: frame = 1.frame.* and 4.rss* (start-up)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--app", help=argparse.SUPPRESS)
     ap.add_argument("--home", type=Path, help=argparse.SUPPRESS)
@@ -616,6 +619,8 @@ def main(argv: list[str] | None = None) -> int:
                                 note=f"the linkdesk process{kids_note}" if kids_note else "",
                                 extra={"children_rss_mb": ff["children_rss"]} if kids else {}))
 
+        if args.only == "frame":
+            continue
         print(f"  keystrokes, tree, sync, {label} ...")
         with tempfile.TemporaryDirectory(prefix="linkdesk-bench-") as tmp:
             work = C.copy_home(home, Path(tmp) / "home")
