@@ -9,10 +9,11 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.screen import Screen
-from textual.widgets import ContentSwitcher, Footer, Static
+from textual.widgets import ContentSwitcher, Static
 
 from linkdesk.core.model import Actor, Perspective
 
+from ..widgets.footer import Footer
 from ..widgets.status_line import StatusLine
 from .clients import ClientsView
 from .inbox import InboxView
