@@ -78,7 +78,7 @@ async def settle(pilot: Any, *, keep_notifications: bool = False) -> None:
 
     app = pilot.app
     await wait_until(pilot, lambda: not app._syncing and app.main.inbox.settled  # noqa: SLF001
-                     and not app.main.clients.tree.loading
+                     and not app.main.clients.tree.reading
                      and not any(w.is_running or w.state.name == "PENDING" for w in app.workers))
     for field in app.screen.query(Input):
         field.cursor_blink = False
@@ -163,10 +163,10 @@ async def _clients(pilot: Any) -> None:
     await pilot.press("1")
     tree = app.main.clients.tree
     await wait_until(pilot, lambda: len(tree.root.children) == 2 and len(tree.root.children[1].children) > 0
-                     and not tree.loading)
+                     and not tree.reading)
     margies = next(n for n in tree.root.children[1].children if n.data.item.name == "Margie's Travel")
     margies.expand()
-    await wait_until(pilot, lambda: len(margies.children) > 0 and not tree.loading)
+    await wait_until(pilot, lambda: len(margies.children) > 0 and not tree.reading)
     tree.move_cursor(margies.children[1])
     await settle(pilot)
 

@@ -1,10 +1,10 @@
 """The linkdesk Textual app, and the entry points ``linkdesk demo`` and ``linkdesk`` call.
 
-Start-up is cache first: the first frame is drawn from the profile's SQLite cache (standard ``sqlite3`` only). Only
-once the inbox's first page is on screen does the app build the clients tree and start a thread worker that creates
-the Session (which starts the simulator and imports the SDK): that worker would otherwise hold the GIL while the
-inbox's query runs and delay the rows. A background sync follows, with progress in the status line and ``esc`` to
-stop it. Everything that may block runs in a thread worker and reports back with a Message; one
+Start-up is cache first: the first frame is drawn from the profile's SQLite cache (standard ``sqlite3`` only), with
+the inbox's first page already read. Only once that frame is on screen does the app start a thread worker that
+creates the Session (which starts the simulator and imports the SDK): that worker would otherwise hold the GIL and
+delay the frame. The clients tree is built when it is first shown (1). A background sync follows, with progress in
+the status line and ``esc`` to stop it. Everything that may block runs in a thread worker and reports back with a Message; one
 ``Worker.StateChanged`` handler turns any worker failure into an error dialog.
 
 ``$LINKDESK_TIMINGS`` (off by default) names a file to which the app appends one JSON line per start-up milestone:
@@ -227,9 +227,8 @@ class LinkdeskApp(App[int]):
         self._local = threading.local()
         self._syncing = False
         self.main: "MainScreen | None" = None
-        #: Set once the first inbox page is on screen (or given up on): the clients tree and the session follow.
+        #: Set once the first inbox page is on screen (or given up on): the session follows.
         self._started = False
-        self._clients_loaded = False
         self._rows_timer: Any = None
 
     # -- time and who -------------------------------------------------------------------------------------------
@@ -270,26 +269,28 @@ class LinkdeskApp(App[int]):
 
         self._apply_keymap()
         self.main = MainScreen(self.now)
-        # Queued before the screen starts: runs after its very first refresh, while this method is still waiting.
-        self.main.call_after_refresh(self.timings.emit, "first_frame")
         await self.push_screen(self.main)
+        # This method runs inside Textual's start-up batch, which draws nothing: the first frame on the terminal is
+        # the refresh after it, which a callback queued on the app (not the screen, whose callbacks run during the
+        # batch) waits for.
+        self.call_after_refresh(self.timings.emit, "first_frame")
         message = "Opening the cache…" if self.session is not None else (
             "Starting the simulator…" if self.is_demo else "Connecting to Microsoft Advertising…")
         self.status = StatusInfo(profile=self.profile, is_demo=self.is_demo, message=message)
-        if self._first_frame():
+        waiting = self._first_frame()
+        if waiting and not self._first_rows_read():
             self._rows_timer = self.set_interval(1 / 60, self._watch_first_rows)
-        if self._rows_timer is not None and self.session is None:
-            # Creating the session waits for the inbox's first page (see _watch_first_rows), or this long.
+        if waiting and self.session is None:
+            # Creating the session waits for the inbox's first page (see _first_rows_shown), or this long.
             self.set_timer(SESSION_START_FALLBACK, self._start_rest)
         else:
             self._start_rest()
 
     def _start_rest(self) -> None:
-        """What start-up does once the inbox's first page is on screen: the clients tree, then the session."""
+        """What start-up does once the inbox's first page is on screen: the session."""
         if self._started:
             return
         self._started = True
-        self._load_clients()
         if self.session is not None:
             self.post_message(SessionReady(self.session))
         else:
@@ -301,21 +302,21 @@ class LinkdeskApp(App[int]):
             self.timings.emit("inbox_rows", rows=self.main.inbox.link_list.row_count)
         self._start_rest()
 
-    def _watch_first_rows(self) -> None:
-        """Until the inbox shows its first query result (checked at the frame rate: the inbox's messages stay in the
-        inbox), then once more after the refresh that draws it."""
+    def _first_rows_read(self) -> bool:
+        """Whether the inbox holds its first query result (usually read before the first frame, see
+        ``_first_frame``); if so, ``_first_rows_shown`` follows the refresh that draws it."""
         inbox = self.main.inbox if self.main is not None else None
-        if self._rows_timer is None or inbox is None or inbox.query_state is None or not inbox.settled:
-            return
-        self._rows_timer.stop()
-        self._rows_timer = None
+        if inbox is None or inbox.query_state is None or not inbox.settled:
+            return False
         self.call_after_refresh(self._first_rows_shown)
+        return True
 
-    def _load_clients(self) -> None:
-        """Build the clients tree (deferred from the first frame: it is hidden until 1 is pressed)."""
-        if self.main is not None and self.cache is not None:
-            self._clients_loaded = True
-            self.main.clients.load(self.thread_cache, self.actor)
+    def _watch_first_rows(self) -> None:
+        """Until the inbox shows its first query result, when it was read in the background (checked at the frame
+        rate: the inbox's messages stay in the inbox)."""
+        if self._rows_timer is not None and self._first_rows_read():
+            self._rows_timer.stop()
+            self._rows_timer = None
 
     def _apply_keymap(self) -> None:
         keymap = paths.read_config().get("keymap")
@@ -362,7 +363,9 @@ class LinkdeskApp(App[int]):
         self.identity = self.session.identity() if self.session is not None else self._identity_from_cache()
         self._show_identity()
         self._update_age()
-        self.main.inbox.load(self.thread_cache, self.actor, side=self._default_side())
+        # The first page is read here, before the first frame, so that frame already shows rows (one frame, not
+        # two; the reads take a few tens of ms at 100,000 links, and no key is waiting yet).
+        self.main.load(self.thread_cache, self.actor, side=self._default_side(), at_once=True)
         return self.actor is not None
 
     def _default_side(self) -> Perspective:
@@ -406,9 +409,8 @@ class LinkdeskApp(App[int]):
         self._update_age()
         self.status = self.status.with_(profile=self.profile, is_demo=self.is_demo, message="")
         self.timings.emit("session_ready")
-        if _who(self.identity) != before or not self._clients_loaded:
+        if _who(self.identity) != before:
             # The cache's remembered identity was not the session's (or there was none): read the views again.
-            self._clients_loaded = True
             self.main.load(self.thread_cache, self.actor, side=self._default_side())
         self.refresh_bindings()
         if self._sync_on_start:
@@ -512,8 +514,6 @@ class LinkdeskApp(App[int]):
     def action_show(self, view: str) -> None:
         """Show the clients tree (1) or the link inbox (2)."""
         if self.main is not None and self._back_to_main():
-            if view == "clients" and not self._clients_loaded:
-                self._load_clients()
             self.main.show(view)
 
     @on(OpenLink)

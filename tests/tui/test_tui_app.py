@@ -121,7 +121,7 @@ async def test_client_text_is_literal_on_every_screen(tmp_path):
         assert "[link=https://e.com]y" in text or "[bold red]x[/]" in text
         await pilot.press("n", "escape", "1")
         clients = app.main.clients.tree.root.children[1]
-        await wait_until(pilot, lambda: not app.main.clients.tree.loading and len(clients.children) >= 2,
+        await wait_until(pilot, lambda: not app.main.clients.tree.reading and len(clients.children) >= 2,
                          what="client customers")
         text = flat(screen_text(app))
         assert "[bold red]x[/]" in text and "[link=https://e.com]y" in text
@@ -230,8 +230,9 @@ def test_run_without_a_profile_says_how_to_sign_in_or_start_the_demo(capsys):
 
 async def test_start_up_draws_the_cached_inbox_before_creating_the_session_and_reports_its_timings(
         fake_session, tmp_path, monkeypatch):
-    """The session (simulator, SDK) is created only once the inbox's first page from the cache is on screen, and
-    the clients tree is built after it too; $LINKDESK_TIMINGS receives each start-up milestone once, in order."""
+    """The first frame already shows the inbox's first page from the cache; the session (simulator, SDK) is created
+    only once it is on screen, and the clients tree only when it is first shown (1); $LINKDESK_TIMINGS receives
+    each start-up milestone once, in order."""
     import json
 
     timings = tmp_path / "timings.jsonl"
@@ -242,17 +243,30 @@ async def test_start_up_draws_the_cached_inbox_before_creating_the_session_and_r
 
     def factory():
         seen["rows_when_created"] = app.main.inbox.link_list.row_count
-        seen["clients_when_created"] = len(app.main.clients.tree.root.children)
+        seen["clients_when_created"] = app.main.clients_built
         return fake_session
 
     app = LinkdeskApp(factory, clock=fake_session.clock, home=fake_session.home, profile="demo", is_demo=True,
                       sync_on_start=False)
+    emit = app.timings.emit
+
+    def rows_at(event: str, **data: object) -> None:  # the rows the inbox holds when each milestone is reported
+        if app.main is not None:
+            seen.setdefault(f"rows_at_{event}", app.main.inbox.link_list.row_count)
+        emit(event, **data)
+
+    app.timings.emit = rows_at
     async with app.run_test(size=SIZE) as pilot:
         await wait_until(pilot, lambda: app.session is fake_session and app.identity is not None
                          and "session_ready" in app.timings.seen, what="the session")
+        assert seen["rows_at_first_frame"] > 0  # read before the first frame, not in a second one
         assert seen["rows_when_created"] > 0
-        assert seen["clients_when_created"] > 0  # built before the session, from the cache
+        assert seen["clients_when_created"] is False  # not needed for the first frame
+        assert not app.main.clients_built
         await see(pilot, app, "Account 3001")
+        await pilot.press("1")
+        await see(pilot, app, "Client customers")  # built and read from the cache when first shown
+        assert app.main.clients_built
     events = [json.loads(line) for line in timings.read_text().splitlines()]
     assert [e["event"] for e in events] == ["app_init", "first_frame", "inbox_rows", "session_ready"], events
     times = [e["monotonic"] for e in events]
@@ -270,3 +284,23 @@ async def test_without_timings_variable_nothing_is_written(fake_session, tmp_pat
     assert not app.timings
     written = [p for p in tmp_path.rglob("*") if p.is_file() and b'"inbox_rows"' in p.read_bytes()]
     assert written == []
+
+
+async def test_the_footer_is_rebuilt_only_when_the_keys_it_shows_change(fake_session):
+    """Textual's footer rebuilds its keys on every refresh of the bindings; this one only when they differ."""
+    from linkdesk.tui.widgets.footer import Footer
+
+    app = LinkdeskApp(session=fake_session, clock=fake_session.clock, sync_on_start=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: app.main.inbox.link_list.row_count > 0, what="the inbox")
+        await pilot.pause()
+        footer = app.screen.query_one(Footer)
+        keys = list(footer.children)
+        assert keys
+        for _ in range(3):
+            app.screen.refresh_bindings()
+            await pilot.pause()
+        assert list(footer.children) == keys  # the same widgets: nothing rebuilt
+        await pilot.press("1")  # other keys (the tree's): rebuilt
+        await wait_until(pilot, lambda: "Link detail" in flat(screen_text(app)), what="the tree's keys")
+        assert list(footer.children) != keys

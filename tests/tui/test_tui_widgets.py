@@ -203,14 +203,14 @@ async def test_tree_children_load_when_opened_one_page_at_a_time(tmp_path):
     app = TreeApp(session)
     async with app.run_test(size=SIZE) as pilot:
         tree = app.query_one(ClientsTree)
-        await wait_until(pilot, lambda: not tree.loading and len(tree.root.children[1].children) > 0,
+        await wait_until(pilot, lambda: not tree.reading and len(tree.root.children[1].children) > 0,
                          what="the client customers")
         clients = tree.root.children[1]
         customers = {node.data.id: node for node in clients.children}
         client_b = customers[CLIENT_B]
         assert len(client_b.children) == 0  # nothing read before it is opened
         client_b.expand()
-        await wait_until(pilot, lambda: not tree.loading and len(client_b.children) > 0, what="the first page")
+        await wait_until(pilot, lambda: not tree.reading and len(client_b.children) > 0, what="the first page")
         assert PAGE == 100 and len(client_b.children) == PAGE + 1
         more = client_b.children[-1]
         assert more.data.kind == "more" and str(more.label) == "… 353 more — enter shows 100 more"
@@ -219,7 +219,7 @@ async def test_tree_children_load_when_opened_one_page_at_a_time(tmp_path):
             shown = len(client_b.children) - 1
             tree.move_cursor(client_b.children[-1])
             await pilot.press("enter")
-            await wait_until(pilot, lambda: not tree.loading and len(client_b.children) > shown + 1,
+            await wait_until(pilot, lambda: not tree.reading and len(client_b.children) > shown + 1,
                              what=f"page {pages + 1}")
             pages += 1
             if shown + PAGE < 453:
@@ -238,7 +238,7 @@ async def test_tree_expand_and_collapse_cost_one_redraw_and_no_relabelling(tmp_p
     app = TreeApp(session)
     async with app.run_test(size=SIZE) as pilot:
         tree = app.query_one(ClientsTree)
-        await wait_until(pilot, lambda: not tree.loading and len(tree.root.children[1].children) > 0,
+        await wait_until(pilot, lambda: not tree.reading and len(tree.root.children[1].children) > 0,
                          what="the client customers")
         client_b = next(n for n in tree.root.children[1].children if n.data.id == CLIENT_B)
         clears: list[int] = []
@@ -252,7 +252,7 @@ async def test_tree_expand_and_collapse_cost_one_redraw_and_no_relabelling(tmp_p
 
         monkeypatch.setattr(tree, "refresh", refresh)
         client_b.expand()
-        await wait_until(pilot, lambda: not tree.loading and len(client_b.children) == PAGE + 1, what="a page")
+        await wait_until(pilot, lambda: not tree.reading and len(client_b.children) == PAGE + 1, what="a page")
         # Opening the node and adding the page (a loading leaf out, 100 accounts and a "more" leaf in): three
         # redraws, not one per node added.
         assert len(clears) <= 3
@@ -294,18 +294,18 @@ async def test_tree_labels_are_literal_and_reopen_after_a_reload(tmp_path):
     app = TreeApp(session)
     async with app.run_test(size=SIZE) as pilot:
         tree = app.query_one(ClientsTree)
-        await wait_until(pilot, lambda: not tree.loading and len(tree.root.children[1].children) > 0,
+        await wait_until(pilot, lambda: not tree.reading and len(tree.root.children[1].children) > 0,
                          what="the client customers")
         client_a = next(n for n in tree.root.children[1].children if n.data.id == CLIENT_A)
         client_a.expand()
-        await wait_until(pilot, lambda: not tree.loading and len(client_a.children) == 2, what="Client A's accounts")
+        await wait_until(pilot, lambda: not tree.reading and len(client_a.children) == 2, what="Client A's accounts")
         tree.move_cursor(client_a.children[1])
         await pilot.pause()
         text = flat(screen_text(app))
         assert "[bold red]x[/]" in text and "[link=https://e.com]y" in text and "A2 red" in text
 
         tree.load(session.cache, 1000)  # as after a sync
-        await wait_until(pilot, lambda: not tree.loading and _in_tree(tree, tree.cursor_node)
+        await wait_until(pilot, lambda: not tree.reading and _in_tree(tree, tree.cursor_node)
                          and tree.cursor_node.data.kind == "account", what="the cursor back on the account")
         assert tree.cursor_node.data.id == 2002
         assert tree.get_node_at_line(tree.cursor_line) is tree.cursor_node  # the line drawn as the cursor's
@@ -506,7 +506,7 @@ async def test_the_detail_pane_describes_the_node_as_reread_after_a_reload(tmp_p
 
         view = app.query_one(ClientsView)
         detail = view.query_one("#clients-detail", Static)
-        await wait_until(pilot, lambda: not view.tree.loading and view.selected is not None
+        await wait_until(pilot, lambda: not view.tree.reading and view.selected is not None
                          and view.selected.kind == "agency", what="the cursor on the agency")
         await wait_until(pilot, lambda: "Users 4" in flat(screen_text(app)), what="the agency's 4 users")
 

@@ -45,15 +45,23 @@ class ClientsView(Horizontal):
         self._clock = clock
         self._caches: Callable[[], Any] | None = None
         self._actor: Actor | None = None
+        # Made here rather than in compose: the view is built when it is first shown (see MainScreen.clients) and
+        # given its data at once, before it is mounted.
+        self._tree = ClientsTree(clock, id="clients-tree")
+        self._detail = Static(id="clients-detail")
 
     def compose(self) -> ComposeResult:
-        yield ClientsTree(self._clock, id="clients-tree")
+        yield self._tree
         with VerticalScroll(id="clients-detail-pane"):
-            yield Static(id="clients-detail")
+            yield self._detail
+
+    def on_mount(self) -> None:
+        # A load before the mount left the cursor to now: placing it measures the tree's lines.
+        self.call_after_refresh(self._cursor_to_first)
 
     @property
     def tree(self) -> ClientsTree:
-        return self.query_one("#clients-tree", ClientsTree)
+        return self._tree
 
     def load(self, caches: Callable[[], Any] | None, actor: Actor | None) -> None:
         """Show the hierarchy of the acting user's customer (first frame, identity switch, after a sync).
@@ -62,9 +70,12 @@ class ClientsView(Horizontal):
         self._actor = actor
         self.tree.load(caches, actor.customer_id if actor else None)
         if actor is None:
-            self.query_one("#clients-detail", Static).update(
-                Text("Waiting for the session to know who you are…", style="italic"))
-        elif self.tree.cursor_line < 0 and self.tree.root.children:
+            self._detail.update(Text("Waiting for the session to know who you are…", style="italic"))
+        elif self.is_mounted:
+            self._cursor_to_first()
+
+    def _cursor_to_first(self) -> None:
+        if self._actor is not None and self.tree.cursor_line < 0 and self.tree.root.children:
             self.tree.cursor_line = 0
 
     def reload(self) -> None:
@@ -89,7 +100,7 @@ class ClientsView(Horizontal):
 
     @on(Tree.NodeHighlighted, "#clients-tree")
     def _highlighted(self, event: Tree.NodeHighlighted[NodeRef]) -> None:
-        self.query_one("#clients-detail", Static).update(self._describe(event.node.data))
+        self._detail.update(self._describe(event.node.data))
 
     @on(Tree.NodeSelected, "#clients-tree")
     def _chosen(self, event: Tree.NodeSelected[NodeRef]) -> None:

@@ -235,9 +235,13 @@ class InboxView(Vertical):
         """Whether the rows on screen are those of the current query (no query waiting or running)."""
         return self._query is None or self._shown == self._generation
 
-    def load(self, caches: Callable[[], Any], actor: Actor | None, *, side: Perspective | None = None) -> None:
+    def load(self, caches: Callable[[], Any], actor: Actor | None, *, side: Perspective | None = None,
+             at_once: bool = False) -> None:
         """Show the inbox of ``actor``'s customer (first frame, identity switch). ``caches`` returns a cache for
-        the calling thread: the main thread draws, worker threads run the queries."""
+        the calling thread: the main thread draws, worker threads run the queries.
+
+        ``at_once`` reads the first page on the calling thread, now (start-up: the first frame then shows rows, and
+        no second frame is needed for them; nothing waits for keys yet)."""
         self._caches = caches
         self._actor = actor
         if actor is None:
@@ -250,7 +254,7 @@ class InboxView(Vertical):
         stage = old.stage if old else Stage.NEEDS_ACTION
         self._query = InboxQuery(actor.customer_id, perspective, stage, old.text if old else "",
                                  old.sort if old else "last_change", old.descending if old else True)
-        self._apply(keep_cursor=False)
+        self._apply(keep_cursor=False, at_once=at_once)
 
     def reload(self) -> None:
         """Re-read the cache after a sync or an action, keeping stage, filter and cursor."""
@@ -265,8 +269,9 @@ class InboxView(Vertical):
         # clock is a database read, and a page of fresh lines would pay it once per line.
         return row_cells(row, self._rows_now or self._clock())
 
-    def _apply(self, *, keep_cursor: bool, delay: float = 0.0) -> None:
-        """Show the query's labels now and start reading its rows; ``delay`` debounces typing in the filter."""
+    def _apply(self, *, keep_cursor: bool, delay: float = 0.0, at_once: bool = False) -> None:
+        """Show the query's labels now and start reading its rows; ``delay`` debounces typing in the filter;
+        ``at_once`` reads them on this thread (see ``load``)."""
         q = self._query
         if q is None or self._caches is None:
             return
@@ -305,6 +310,13 @@ class InboxView(Vertical):
         if delay:
             self._debounce = self.set_timer(delay, lambda: self._query_rows(generation, q, now, cursor_page,
                                                                              keep_cursor, counts))
+        elif at_once:
+            try:
+                result = self._read_rows(generation, q, now, cursor_page, keep_cursor, counts)
+            except Exception:  # noqa: BLE001 - the worker reads it again and reports a failure the usual way
+                self._query_rows(generation, q, now, cursor_page, keep_cursor, counts)
+            else:
+                self._queried(result)
         else:
             self._query_rows(generation, q, now, cursor_page, keep_cursor, counts)
 
@@ -315,6 +327,11 @@ class InboxView(Vertical):
     @work(thread=True, exclusive=True, group="inbox-query", exit_on_error=False, name="inbox query")
     def _query_rows(self, generation: int, q: InboxQuery, now: datetime, cursor_page: int,
                     keep_cursor: bool, counts: dict[Stage, int] | None = None) -> None:
+        self.post_message(self._read_rows(generation, q, now, cursor_page, keep_cursor, counts))
+
+    def _read_rows(self, generation: int, q: InboxQuery, now: datetime, cursor_page: int,
+                   keep_cursor: bool, counts: dict[Stage, int] | None = None) -> Queried:
+        """The stage counts and the cursor's page of a query, read on the calling thread."""
         assert self._caches is not None
         if counts is None:
             counts = stage_counts(self._caches(), q, now)
@@ -324,7 +341,7 @@ class InboxView(Vertical):
         count = counts.get(q.stage, 0) if q.stage is not None else sum(counts.values())
         page = cursor_page if cursor_page * PAGE_SIZE < count else 0
         pages = {page: source.page(page * PAGE_SIZE, PAGE_SIZE)} if count else {}
-        self.post_message(self.Queried(generation, counts, source, count, pages, keep_cursor, now))
+        return self.Queried(generation, counts, source, count, pages, keep_cursor, now)
 
     @on(Queried)
     def _queried(self, event: Queried) -> None:

@@ -142,8 +142,9 @@ class ClientsTree(Tree[NodeRef]):
         return width
 
     @property
-    def loading(self) -> bool:
-        """Whether a page of children is still being read."""
+    def reading(self) -> bool:
+        """Whether a page of children is still being read. (Not ``loading``: to Textual a loading widget is disabled
+        — it cannot take focus and its keys are ignored — while this tree stays usable as its pages arrive.)"""
 
         def walk(node: TreeNode[NodeRef]) -> bool:
             return any((c.data is not None and c.data.kind == "loading") or walk(c) for c in node.children)
