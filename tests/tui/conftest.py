@@ -35,6 +35,15 @@ def pytest_pyfunc_call(pyfuncitem):
     return None
 
 
+@pytest.fixture(autouse=True)
+def _no_gc_freeze(monkeypatch):
+    """The app freezes the garbage collector once its session is ready (tui/app.py); a test process builds hundreds
+    of apps, and each freeze would keep the garbage of the ones before it."""
+    from linkdesk.tui.app import LinkdeskApp
+
+    monkeypatch.setattr(LinkdeskApp, "FREEZE_GC", False)
+
+
 @pytest.fixture(scope="session")
 def demo_template(tmp_path_factory) -> Path:
     """A demo home (simulator state + a synced cache) made once per test run, from seed 1 at T0."""

@@ -15,7 +15,7 @@ from textual.widgets import Input, Select
 import linkdesk.tui
 from linkdesk.core import paths
 from linkdesk.core.model import ClientLinkStatus as S
-from linkdesk.tui.app import LinkdeskApp
+from linkdesk.tui.app import LinkdeskApp, SessionReady
 from linkdesk.tui.screens.confirm import ConfirmationModal
 from linkdesk.tui.screens.error import ErrorModal
 from linkdesk.tui.screens.help import HelpScreen
@@ -284,6 +284,22 @@ async def test_without_timings_variable_nothing_is_written(fake_session, tmp_pat
     assert not app.timings
     written = [p for p in tmp_path.rglob("*") if p.is_file() and b'"inbox_rows"' in p.read_bytes()]
     assert written == []
+
+
+async def test_the_garbage_collector_is_frozen_once_when_the_session_is_ready(fake_session, monkeypatch):
+    """What start-up built is moved out of the collector's reach once (tui/app.py, FREEZE_GC), not on every
+    session-ready (an identity switch, say)."""
+    import gc
+
+    frozen: list[int] = []
+    monkeypatch.setattr(LinkdeskApp, "FREEZE_GC", True)
+    monkeypatch.setattr(gc, "freeze", lambda: frozen.append(1))
+    app = LinkdeskApp(session=fake_session, clock=fake_session.clock, sync_on_start=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: "session_ready" in app.timings.seen, what="the session")
+        app.post_message(SessionReady(fake_session))  # as after an identity switch's new session
+        await pilot.pause()
+    assert frozen == [1]
 
 
 async def test_the_footer_is_rebuilt_only_when_the_keys_it_shows_change(fake_session):
