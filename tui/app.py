@@ -32,7 +32,7 @@ from textual import on, work
 from textual.app import App
 from textual.binding import Binding
 from textual.message import Message
-from textual.reactive import reactive
+from textual.reactive import var
 from textual.worker import Worker, WorkerState
 
 from linkdesk.core import paths, rules
@@ -194,7 +194,9 @@ class LinkdeskApp(App[int]):
         Binding("q", "quit", "Quit", id="app.quit"),
     ]
 
-    status: reactive[StatusInfo] = reactive(StatusInfo, always_update=True, init=False)
+    #: What the status line shows. A ``var``, not a ``reactive``: the status line watches it, and a reactive of the
+    #: app would also repaint the whole screen on every change (ten times a second during a sync).
+    status: var[StatusInfo] = var(StatusInfo, always_update=True, init=False)
 
     #: Freeze the garbage collector's view of what start-up built, once the session is ready (see _session_ready).
     #: Off in the test suite, whose processes build hundreds of apps (each freeze would keep the garbage of those
