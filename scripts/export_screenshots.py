@@ -78,7 +78,7 @@ async def settle(pilot: Any, *, keep_notifications: bool = False) -> None:
 
     app = pilot.app
     await wait_until(pilot, lambda: not app._syncing and app.main.inbox.settled  # noqa: SLF001
-                     and not app.main.clients.tree.reading
+                     and not (app.main.clients_built and app.main.clients.tree.reading)
                      and not any(w.is_running or w.state.name == "PENDING" for w in app.workers))
     for field in app.screen.query(Input):
         field.cursor_blink = False

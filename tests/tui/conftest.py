@@ -141,6 +141,6 @@ async def see(pilot: Any, app: Any, text: str, timeout: float = 10.0) -> str:
 async def settle(pilot: Any, app: Any) -> None:
     """Wait until no query, page read, sync or action is pending: what is on screen is what the cache says."""
     await wait_until(pilot, lambda: not app._syncing and app.main.inbox.settled  # noqa: SLF001
-                     and not app.main.clients.tree.reading
+                     and not (app.main.clients_built and app.main.clients.tree.reading)
                      and not any(w.is_running or w.state.name == "PENDING" for w in app.workers),
                      what="the app to settle")
