@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Callable
 
 from rich.text import Text
+from textual import events
 from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.geometry import Size
@@ -36,6 +37,7 @@ class MainScreen(Screen[None]):
         self._clients: ClientsView | None = None
         self._data: tuple[Any, Actor | None] | None = None  # what ``load`` was last given
         self._mounting: AwaitMount | None = None  # the clients view's mount, once it is built
+        self._resumed = False  # whether the screen has been shown once
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="topbar"):
@@ -48,6 +50,15 @@ class MainScreen(Screen[None]):
 
     def on_mount(self) -> None:
         self._show_tabs("inbox")
+
+    def _on_screen_resume(self, event: events.ScreenResume) -> None:
+        # On every resume Textual applies the whole stylesheet again to every widget of the screen (for a theme or
+        # CSS changed while it was hidden): 15-20 ms before the first frame, for widgets styled a moment ago, when
+        # they were mounted. Not the first time, then; every later resume (back from a dialog) does it.
+        if not self._resumed:
+            self._resumed = True
+            event.refresh_styles = False
+        super()._on_screen_resume(event)
 
     def _screen_resized(self, size: Size) -> None:
         # Textual hands the screen the terminal's size again once the app is idle after start-up, even when it has
