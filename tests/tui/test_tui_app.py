@@ -302,6 +302,24 @@ async def test_the_garbage_collector_is_frozen_once_when_the_session_is_ready(fa
     assert frozen == [1]
 
 
+async def test_the_garbage_collector_paused_for_start_up_runs_again_once_the_rows_are_shown(fake_session):
+    """``linkdesk`` and ``linkdesk demo`` pause the collector until the first frame with rows (see _pause_gc)."""
+    import gc
+
+    from linkdesk.tui.app import _pause_gc
+
+    app = LinkdeskApp(session=fake_session, clock=fake_session.clock, sync_on_start=False)
+    try:
+        app._resume_gc = _pause_gc()
+        assert not gc.isenabled()
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_until(pilot, lambda: "session_ready" in app.timings.seen, what="the session")
+            assert gc.isenabled()
+            assert not app._resume_gc
+    finally:
+        gc.enable()
+
+
 async def test_the_footer_is_rebuilt_only_when_the_keys_it_shows_change(fake_session):
     """Textual's footer rebuilds its keys on every refresh of the bindings; this one only when they differ."""
     from linkdesk.tui.widgets.footer import Footer
