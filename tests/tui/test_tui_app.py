@@ -320,6 +320,26 @@ async def test_the_garbage_collector_paused_for_start_up_runs_again_once_the_row
         gc.enable()
 
 
+async def test_the_filter_field_is_built_when_the_filter_is_first_opened(fake_session):
+    """Hidden at start, the filter's field is not in the first frame's widgets; / builds and focuses it, esc closes
+    it (and escape goes on to the app again), / opens the same field again."""
+    app = LinkdeskApp(session=fake_session, clock=fake_session.clock, sync_on_start=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: app.main.inbox.link_list.row_count > 0, what="the inbox")
+        inbox = app.main.inbox
+        assert not inbox.query("#inbox-filter")
+        assert not inbox.check_action("close_filter", ())
+        await pilot.press("slash")
+        field = inbox.query_one("#inbox-filter", Input)
+        assert field.display and field.has_focus
+        assert inbox.check_action("close_filter", ())
+        await pilot.press("escape")
+        assert not field.display and inbox.link_list.has_focus
+        assert not inbox.check_action("close_filter", ())
+        await pilot.press("slash")
+        assert inbox.query_one("#inbox-filter", Input) is field and field.display and field.has_focus
+
+
 async def test_the_footer_is_rebuilt_only_when_the_keys_it_shows_change(fake_session):
     """Textual's footer rebuilds its keys on every refresh of the bindings; this one only when they differ."""
     from linkdesk.tui.widgets.footer import Footer

@@ -33,6 +33,8 @@ COLUMNS: tuple[Column, ...] = (
     Column("last_change", "Last change", 13),
 )
 
+FILTER_PLACEHOLDER = "Filter by client, account, number or status — enter keeps it, esc clears"
+
 #: Seconds the filter waits after the last keystroke before it queries (typing "contoso" runs one query, not 7).
 FILTER_DEBOUNCE = 0.15
 
@@ -204,21 +206,22 @@ class InboxView(Vertical):
         self._bar_shown: tuple[Any, ...] | None = None
         self._tab_labels: dict[str, str] = {}
         self._rows_now: datetime | None = None  # the time the rows on screen were read for
+        #: The filter's field, built when the filter is first opened: hidden until then, the first frame does
+        #: without it (an Input is one of the costlier widgets to style and mount).
+        self._filter: Input | None = None
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="inbox-bar"):
             yield Static(id="inbox-side")
             yield StageTabs(*(Tab(_stage_label(s, None), id=_tab_id(s)) for s in STAGE_ORDER), id="inbox-stages")
             yield Static(id="inbox-sort")
-        yield Input(placeholder="Filter by client, account, number or status — enter keeps it, esc clears",
-                    id="inbox-filter")
+        # The filter's field (#inbox-filter) joins them under the bar when the filter is first opened (/).
         yield ColumnHeader(COLUMNS, id="inbox-header")
         yield LinkList(COLUMNS, self._cells, empty_text="No links here.", background=True, id="inbox-list")
         yield Static(id="inbox-preview")
 
     def on_mount(self) -> None:
         self.query_one("#inbox-stages", Tabs).can_focus = False
-        self.query_one("#inbox-filter", Input).display = False
 
     # -- public -------------------------------------------------------------------------------------------------
 
@@ -438,8 +441,11 @@ class InboxView(Vertical):
 
     # -- filter ---------------------------------------------------------------------------------------------------
 
-    def action_filter(self) -> None:
-        field = self.query_one("#inbox-filter", Input)
+    async def action_filter(self) -> None:
+        field = self._filter
+        if field is None:
+            field = self._filter = Input(placeholder=FILTER_PLACEHOLDER, id="inbox-filter")
+            await self.mount(field, after=self.query_one("#inbox-bar"))
         field.display = True
         field.focus()
 
@@ -456,7 +462,9 @@ class InboxView(Vertical):
         self.link_list.focus()
 
     def action_close_filter(self) -> None:
-        field = self.query_one("#inbox-filter", Input)
+        field = self._filter
+        if field is None:
+            return
         field.value = ""
         field.display = False
         self.link_list.focus()
@@ -464,7 +472,7 @@ class InboxView(Vertical):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "close_filter":
             # Only while a filter is open; otherwise escape goes on to the app (stop a sync).
-            return self.query_one("#inbox-filter", Input).display
+            return self._filter is not None and self._filter.display
         return True
 
     # -- stage, side, sort ------------------------------------------------------------------------------------------
