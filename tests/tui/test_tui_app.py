@@ -340,8 +340,9 @@ async def test_the_filter_field_is_built_when_the_filter_is_first_opened(fake_se
         assert inbox.query_one("#inbox-filter", Input) is field and field.display and field.has_focus
 
 
-async def test_the_footer_is_rebuilt_only_when_the_keys_it_shows_change(fake_session):
-    """Textual's footer rebuilds its keys on every refresh of the bindings; this one only when they differ."""
+async def test_the_footer_draws_the_screens_keys_and_redraws_only_when_they_change(fake_session):
+    """One widget for all the keys: redrawn when the shown keys change (the tree's keys), not on every refresh of
+    the bindings; a click on a key presses it."""
     from linkdesk.tui.widgets.footer import Footer
 
     app = LinkdeskApp(session=fake_session, clock=fake_session.clock, sync_on_start=False)
@@ -349,12 +350,26 @@ async def test_the_footer_is_rebuilt_only_when_the_keys_it_shows_change(fake_ses
         await wait_until(pilot, lambda: app.main.inbox.link_list.row_count > 0, what="the inbox")
         await pilot.pause()
         footer = app.screen.query_one(Footer)
-        keys = list(footer.children)
-        assert keys
+        assert not footer.children
+        keys, palette = footer.keys()
+        assert [k.display for k in keys][:4] == ["⏎", "/", "]", "o"] and palette is not None
+        assert "⏎ Open / Filter ] Next stage o Sort" in screen_text(app).splitlines()[-1]
+        drawn = []
+        footer.refresh = lambda *a, **k: drawn.append(1)  # type: ignore[method-assign]
         for _ in range(3):
             app.screen.refresh_bindings()
             await pilot.pause()
-        assert list(footer.children) == keys  # the same widgets: nothing rebuilt
-        await pilot.press("1")  # other keys (the tree's): rebuilt
+        assert drawn == []  # the same keys: nothing redrawn
+        del footer.refresh
+        await pilot.hover(Footer, offset=(3, 0))  # over "Open": that key is highlighted, its tooltip shown
+        assert footer._hover is not None and footer._hover.description == "Open"
+        assert footer.tooltip == "Open the selected link"
+        await pilot.hover(Footer, offset=(6, 0))  # the space after "Open" (a margin, not a key): none
+        assert footer._hover is None and footer.tooltip is None
+        await pilot.click(Footer, offset=(0, 0))  # ⏎ Open
+        await wait_until(pilot, lambda: app.screen is not app.main, what="the link's detail")
+        await pilot.press("escape")
+        await pilot.press("1")  # other keys (the tree's): redrawn
         await wait_until(pilot, lambda: "Link detail" in flat(screen_text(app)), what="the tree's keys")
-        assert list(footer.children) != keys
+
+

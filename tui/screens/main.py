@@ -46,7 +46,7 @@ class MainScreen(Screen[None]):
         with ContentSwitcher(initial="inbox", id="views"):
             yield InboxView(self._clock, id="inbox")  # the clients view joins it when first asked for
         yield StatusLine(self._clock, id="status")
-        yield Footer(compact=True)
+        yield Footer()
 
     def on_mount(self) -> None:
         self._show_tabs("inbox")
