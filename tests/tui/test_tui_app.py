@@ -320,6 +320,30 @@ async def test_the_garbage_collector_paused_for_start_up_runs_again_once_the_row
         gc.enable()
 
 
+async def test_the_progress_bar_is_built_when_a_sync_first_runs(fake_session):
+    """Hidden until a sync runs, the status line's progress bar is not in the first frame's widgets; it is built and
+    shown while one runs, hidden after, and shown again for the next."""
+    from textual.widgets import ProgressBar
+
+    app = LinkdeskApp(session=fake_session, clock=fake_session.clock, sync_on_start=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: app.main.inbox.link_list.row_count > 0, what="the inbox")
+        status = app.screen.query_one("#status")
+        assert not status.query(ProgressBar)
+        app.status = app.status.with_(phase="accounts", done=3, total=10, message="Reading accounts")
+        await wait_until(pilot, lambda: bool(status.query(ProgressBar)), what="the progress bar")
+        await pilot.pause()
+        bar = status.query_one(ProgressBar)
+        assert bar.display and bar.progress == 3 and bar.total == 10
+        assert [c.id for c in status.children].index("status-progress") == 3  # before the message, as before
+        app.status = app.status.with_(phase=None, done=0, total=None, message="")
+        await pilot.pause()
+        assert not bar.display
+        app.status = app.status.with_(phase="links", done=0, total=None, message="Reading links")
+        await pilot.pause()
+        assert status.query_one(ProgressBar) is bar and bar.display and bar.total is None
+
+
 async def test_the_filter_field_is_built_when_the_filter_is_first_opened(fake_session):
     """Hidden at start, the filter's field is not in the first frame's widgets; / builds and focuses it, esc closes
     it (and escape goes on to the app again), / opens the same field again."""

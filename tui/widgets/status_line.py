@@ -77,13 +77,15 @@ class StatusLine(Horizontal):
         self._shown: StatusInfo | None = None  # what is on screen, while a newer progress step may wait
         self._cooldown: Timer | None = None  # set while progress steps are held back
         self._drawn: dict[str, tuple[str, tuple, str]] = {}  # what each part shows (see _put)
+        #: The progress bar, built when a sync (or a bulk send) first runs: hidden until then, the first frame does
+        #: without it (two widgets, and their styles, to build before the first rows are drawn).
+        self._bar: ProgressBar | None = None
 
     def compose(self) -> ComposeResult:
         yield Static(id="status-profile")
         yield Static(id="status-who")
         yield Static(id="status-age")
-        # Determinate while idle: an indeterminate bar animates at 15 frames a second even when hidden.
-        yield ProgressBar(total=1, show_eta=False, show_percentage=False, id="status-progress")
+        # The progress bar (#status-progress) joins them here when it is first needed (see _draw_bar).
         yield Static(id="status-message")
 
     def on_mount(self) -> None:
@@ -140,14 +142,29 @@ class StatusLine(Horizontal):
         self._put("status-who", who, sized=True)
         self._put("status-age", Text(age_text(info, self._clock())), sized=True)
         self.query_one("#status-age", Static).set_class(info.online is False, "-offline")
-        bar = self.query_one("#status-progress", ProgressBar)
+        running = info.phase is not None
+        if running and self._bar is None:
+            # Determinate while idle: an indeterminate bar animates at 15 frames a second even when hidden.
+            self._bar = ProgressBar(total=1, show_eta=False, show_percentage=False, id="status-progress")
+            self.call_next(self._mount_bar, self._bar)
+        elif self._bar is not None and self._bar.is_mounted:
+            self._draw_bar(info)
+        message = Text(clean(info.message, max_chars=200))
+        if running:
+            message.append("  (esc stops)", style="dim")
+        self._put("status-message", message, sized=False)  # it takes the rest of the line, whatever its text
+
+    async def _mount_bar(self, bar: ProgressBar) -> None:
+        await self.mount(bar, before=self.query_one("#status-message"))
+        self._draw_bar(self._shown or self._info)
+
+    def _draw_bar(self, info: StatusInfo) -> None:
+        bar = self._bar
+        if bar is None:
+            return
         running = info.phase is not None
         bar.set_class(running, "-running")
         if running:
             bar.update(total=info.total if info.total else None, progress=info.done)
         elif bar.total is None:
             bar.update(total=1, progress=0)  # stops the indeterminate animation
-        message = Text(clean(info.message, max_chars=200))
-        if running:
-            message.append("  (esc stops)", style="dim")
-        self._put("status-message", message, sized=False)  # it takes the rest of the line, whatever its text
