@@ -646,10 +646,7 @@ class LinkdeskApp(App[int]):
         if session is None:
             return []
         try:
-            try:
-                return list(session.identities(limit=IDENTITY_CHOICES))
-            except TypeError:  # a session whose identities() takes no limit
-                return list(session.identities())[:IDENTITY_CHOICES]
+            return list(session.identities(limit=IDENTITY_CHOICES))
         except Exception:  # noqa: BLE001 - a palette must open even if the list cannot be read
             return []
 
