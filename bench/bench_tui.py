@@ -665,7 +665,8 @@ def main(argv: list[str] | None = None) -> int:
                                  f"{cpu_note(during)}; memory of that process (the app, its session and the "
                                  f"simulator): peak {it['peak_rss_mb']} MB, {it.get('rss_end_mb')} MB at the end",
                             extra={"peak_rss_mb": it["peak_rss_mb"], "rss_end_mb": it.get("rss_end_mb")}))
-        for fid, title, key in (("7.tree_expand", "expand (first time: reads its first page of 100 children)", "tree_expand"),
+        for fid, title, key in (("7.tree_expand", "expand (first time: reads its first page of 100 children)",
+                                 "tree_expand"),
                                 ("7.tree_collapse", "collapse", "tree_collapse"),
                                 ("7.tree_reexpand", "expand again", "tree_reexpand")):
             sample = it.get(key) or {"wall": [], "cpu": [], "done": []}
