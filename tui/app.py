@@ -4,16 +4,16 @@ Start-up is cache first: the first frame is drawn from the profile's SQLite cach
 the inbox's first page already read. Only once that frame is on screen does the app start a thread worker that
 creates the Session (which starts the simulator and imports the SDK): that worker would otherwise hold the GIL and
 delay the frame. The clients tree is built when it is first shown (1). A background sync follows, with progress in
-the status line and ``esc`` to stop it. Everything that may block runs in a thread worker and reports back with a Message; one
-``Worker.StateChanged`` handler turns any worker failure into an error dialog.
+the status line and ``esc`` to stop it. Everything that may block runs in a thread worker and reports back with a
+Message; one ``Worker.StateChanged`` handler turns any worker failure into an error dialog.
 
 ``$LINKDESK_TIMINGS`` (off by default) names a file to which the app appends one JSON line per start-up milestone:
 ``app_init`` (everything imported, the app being built), ``first_frame`` (the first frame on the terminal),
 ``inbox_rows`` (the first frame showing the inbox's first page from the cache), ``session_ready`` and
 ``sync_finished``. Each line holds ``event``, ``monotonic`` (``time.monotonic()``: comparable between processes of
 one machine, so a launcher can subtract its own spawn time), ``cpu_s`` (CPU seconds of the process so far, all
-threads), ``rss_mb`` (resident memory, Linux) and, for ``inbox_rows``, ``rows``. bench/bench_tui.py uses it to time ``linkdesk demo`` exactly as installed; a file that
-cannot be written is ignored (a timing aid never stops the app).
+threads), ``rss_mb`` (resident memory, Linux) and, for ``inbox_rows``, ``rows``. bench/bench_tui.py uses it to time
+``linkdesk demo`` exactly as installed; a file that cannot be written is ignored (a timing aid never stops the app).
 """
 
 from __future__ import annotations

@@ -517,3 +517,12 @@ async def test_the_detail_pane_describes_the_node_as_reread_after_a_reload(tmp_p
         await wait_until(pilot, lambda: "Users 5" in flat(screen_text(app)), what="the agency's 5 users")
         assert view.tree.cursor_line == 0 and _in_tree(view.tree, view.tree.cursor_node)
         assert "5 users" in str(view.tree.cursor_node.label)
+
+
+def test_stage_counts_stay_short_at_agency_scale():
+    from linkdesk.tui.screens.inbox import short_count
+
+    cases = {0: "0", 7: "7", 2_994: "2,994", 9_999: "9,999", 10_000: "10.0k", 10_459: "10.5k", 61_837: "61.8k",
+             99_949: "99.9k", 99_998: "100k", 618_000: "618k", 999_499: "999k", 999_999: "1.0M", 12_345_678: "12.3M"}
+    assert {n: short_count(n) for n in cases} == cases
+    assert max(len(short_count(n)) for n in range(0, 2_000_000, 997)) <= 6

@@ -68,9 +68,21 @@ def _tab_id(stage: Stage | None) -> str:
     return f"stage-{stage.value if stage else 'all'}"
 
 
+def short_count(count: int) -> str:
+    """A stage count in at most six columns: exact below 10,000, then 10.5k, 618k, 1.2M. At 100,000 links the exact
+    counts of six stages no longer fit one 120-column line beside the sort, and the last one was cut ("All 99")."""
+    if count < 10_000:
+        return f"{count:,}"
+    if count < 99_950:
+        return f"{count / 1000:.1f}k"
+    if count < 999_500:
+        return f"{count / 1000:.0f}k"
+    return f"{count / 1_000_000:.1f}M"
+
+
 def _stage_label(stage: Stage | None, count: int | None) -> Text:
     name = stage.label if stage else "All"
-    return Text(name if count is None else f"{name} {count:,}")
+    return Text(name if count is None else f"{name} {short_count(count)}")
 
 
 class StageTabs(Tabs):
