@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from conftest import SIZE, flat, screen_text, wait_until
 from textual.app import App, ComposeResult
@@ -12,6 +13,7 @@ from textual.widgets import Tree
 from linkdesk.tui.text import clean
 from linkdesk.tui.widgets.clients_tree import PAGE, ClientsTree
 from linkdesk.tui.widgets.link_list import Column, LinkList, column_widths, fit
+from linkdesk.tui.widgets.stage_bar import StageBar, underline
 from linkdesk.tui.widgets.status_line import PROGRESS_INTERVAL, StatusInfo, StatusLine
 
 
@@ -313,6 +315,8 @@ async def test_tree_labels_are_literal_and_reopen_after_a_reload(tmp_path):
 
 
 class InboxApp(App):
+    CSS_PATH = str(Path(__file__).resolve().parents[2] / "tui" / "app.tcss")  # the inbox laid out as in the app
+
     def __init__(self, session, clock) -> None:
         super().__init__()
         self.session = session
@@ -332,8 +336,6 @@ class InboxApp(App):
 
 
 async def test_a_stage_switch_reuses_the_counts_and_lists_what_its_tab_says(tmp_path, monkeypatch):
-    from textual.widgets import Tabs
-    from textual.widgets._tabs import Underline
     from tui_fakes import FakeSession
 
     import linkdesk.tui.screens.inbox as inbox_module
@@ -354,27 +356,20 @@ async def test_a_stage_switch_reuses_the_counts_and_lists_what_its_tab_says(tmp_
         view = app.query_one(inbox_module.InboxView)
         await wait_until(pilot, lambda: view.settled and view.query_state is not None, what="the first query")
         assert len(counted) == 1
-        tabs = view.query_one("#inbox-stages", Tabs)
-        underline = tabs.query_one(Underline)
-        first = tabs.active_tab
-        span = first.virtual_region.shrink(first.styles.gutter).column_span
-        await wait_until(pilot, lambda: (underline.highlight_start, underline.highlight_end) == span, timeout=3,
-                         what="the underline under the first tab, its count included")
+        bar = view.query_one("#inbox-stages", StageBar)
+        assert bar.active == inbox_module.STAGE_ORDER[0]
+        label = str(bar.label(bar.active))
+        assert _underlined(bar) == label and label.startswith("Needs action ")  # its count included
         clock_calls[0] = 0
         seen = []
-        for _ in inbox_module.STAGE_ORDER:
+        for stage in inbox_module.STAGE_ORDER[1:] + inbox_module.STAGE_ORDER[:1]:
             await pilot.press("right_square_bracket")
-            await pilot.pause()
-            # The underline jumps to the new tab: no animation that repaints the bar for the next 0.3 s.
-            assert not app.animator.is_being_animated(underline, "highlight_start")
             await wait_until(pilot, lambda: view.settled, what="the stage's rows")
-            label = str(tabs.active_tab.label)
+            assert bar.active == stage
+            label = str(bar.label(stage))
             seen.append(label)
-            # Under the whole tab, its count included (labels change width when the counts arrive).
-            tab = tabs.active_tab
-            span = tab.virtual_region.shrink(tab.styles.gutter).column_span
-            await wait_until(pilot, lambda: (underline.highlight_start, underline.highlight_end) == span,
-                             timeout=3, what=f"the underline under {label!r}")
+            # The underline is under the whole label, its count included, at once (no animation).
+            assert _underlined(bar) == label
             assert view.link_list.row_count == int(label.rsplit(" ", 1)[1].replace(",", ""))
         assert any(label.startswith("All ") and not label.endswith(" 0") for label in seen)
         assert len(counted) == 1  # same side and filter, moments later: the counts are not read again
@@ -526,3 +521,158 @@ def test_stage_counts_stay_short_at_agency_scale():
              99_949: "99.9k", 99_998: "100k", 618_000: "618k", 999_499: "999k", 999_999: "1.0M", 12_345_678: "12.3M"}
     assert {n: short_count(n) for n in cases} == cases
     assert max(len(short_count(n)) for n in range(0, 2_000_000, 997)) <= 6
+
+
+# -- the inbox's stage bar ------------------------------------------------------------------------------------------
+
+
+def _lines(bar: StageBar) -> tuple[str, str]:
+    labels, under = bar.lines()
+    return labels.plain, under.plain
+
+
+def _underlined(bar: StageBar) -> str:
+    """The text above the underline's highlighted columns (between its half bars ╸ and ╺)."""
+    labels, under = _lines(bar)
+    assert len(under) == len(labels) == bar.size.width
+    start = under.find("╸") + 1  # 0 when the highlight starts at the first column
+    end = under.find("╺") if "╺" in under else len(under)
+    assert set(under[start:end]) == {"━"}
+    return labels[start:end]
+
+
+def test_the_underline_is_textuals_bar():
+    """The same characters, styles and segments as Textual's Bar for a whole-cell highlight (what Tabs draws)."""
+    from rich.console import Console
+    from rich.style import Style
+    from textual.renderables.bar import Bar
+
+    console = Console(width=40, color_system="truecolor")
+    high, back = Style(color="#0178d4"), Style(color="#262626")
+    for width in (1, 2, 10, 40):
+        for start in range(0, width + 1):
+            for end in range(start, width + 1):
+                theirs = list(console.render(Bar((start, end), high, back, width=width),
+                                             console.options.update(width=width)))
+                ours = list(console.render(underline(width, start, end, high, back),
+                                           console.options.update(width=width)))
+                assert [s for s in ours if s.text] == [s for s in theirs if s.text], (width, start, end)
+
+
+class StageBarApp(App):
+    def __init__(self, labels) -> None:
+        super().__init__()
+        self.labels = labels
+        self.selected: list[object] = []
+
+    def compose(self) -> ComposeResult:
+        yield StageBar(self.labels, id="bar")
+
+    def on_stage_bar_selected(self, event: StageBar.Selected) -> None:
+        self.selected.append(event.key)
+
+
+async def test_stage_bar_labels_active_stage_and_underline():
+    from rich.text import Text
+
+    app = StageBarApp([("a", "Needs action 3"), ("b", "Pending 5"), (None, "All 8")])
+    async with app.run_test(size=(60, 4)) as pilot:
+        bar = app.query_one(StageBar)
+        labels, under = _lines(bar)
+        # Each label with a column either side, the first active; its columns underlined.
+        assert labels.rstrip() == " Needs action 3  Pending 5  All 8"
+        assert bar.active == "a" and _underlined(bar) == "Needs action 3"
+        assert under == "╸" + "━" * 14 + "╺" + "━" * 44
+        # Active in the full foreground colour, the others dimmer (Tabs' $foreground and $foreground 50%).
+        active_style = bar.get_component_rich_style("stage-bar--active")
+        label_style = bar.get_component_rich_style("stage-bar--label")
+        assert active_style.color != label_style.color
+        text = bar.lines()[0]
+        assert text.get_style_at_offset(app.console, 1).color == active_style.color
+        assert text.get_style_at_offset(app.console, 17).color == label_style.color
+
+        # Set from code (the inbox's keys and commands): redrawn, nothing posted. None is a key like any other.
+        bar.active = None
+        await pilot.pause()
+        assert _underlined(bar) == "All 8" and app.selected == []
+        # A new count: relabelled, the underline follows the label's new width.
+        bar.set_label(None, "All 10,123")
+        assert _underlined(bar) == "All 10,123"
+        assert bar.label(None).plain == "All 10,123"
+        # The same label again (the counts re-read, unchanged): not redrawn.
+        redraws = []
+        bar.refresh = lambda *a, **k: redraws.append(a)
+        bar.set_label(None, "All 10,123")
+        bar.set_label("a", Text("Needs action 3"))
+        assert redraws == []
+        bar.set_label("a", Text("Needs action 2"))
+        assert len(redraws) == 1
+
+
+async def test_stage_bar_click_selects_a_label_or_the_bar_beneath_it():
+    app = StageBarApp([("a", "Needs action 3"), ("b", "Pending 5"), (None, "All 8")])
+    async with app.run_test(size=(60, 4)) as pilot:
+        bar = app.query_one(StageBar)
+        await pilot.click(StageBar, offset=(20, 0))  # on "Pending 5"
+        await pilot.pause()
+        assert bar.active == "b" and app.selected == ["b"] and _underlined(bar) == "Pending 5"
+        await pilot.click(StageBar, offset=(29, 1))  # on the underline beneath "All 8"
+        await pilot.pause()
+        assert bar.active is None and app.selected == ["b", None]
+        await pilot.click(StageBar, offset=(29, 0))  # the active one again: nothing new
+        await pilot.click(StageBar, offset=(50, 0))  # beyond the labels: nothing
+        await pilot.pause()
+        assert bar.active is None and app.selected == ["b", None]
+
+
+async def test_stage_bar_hover_brightens_a_label():
+    app = StageBarApp([("a", "Needs action 3"), ("b", "Pending 5")])
+    async with app.run_test(size=(60, 4)) as pilot:
+        bar = app.query_one(StageBar)
+        active_style = bar.get_component_rich_style("stage-bar--active")
+        label_style = bar.get_component_rich_style("stage-bar--label")
+        assert bar.lines()[0].get_style_at_offset(app.console, 20).color == label_style.color
+        await pilot.hover(StageBar, offset=(20, 0))
+        await pilot.pause()
+        assert bar.lines()[0].get_style_at_offset(app.console, 20).color == active_style.color
+        await pilot.hover(StageBar, offset=(20, 1))  # the underline is not a label
+        await pilot.pause()
+        assert bar.lines()[0].get_style_at_offset(app.console, 20).color == label_style.color
+
+
+async def test_stage_bar_keeps_the_active_label_in_view_when_too_narrow():
+    app = StageBarApp([(n, f"Stage number {n}") for n in range(6)])
+    async with app.run_test(size=(30, 4)) as pilot:
+        bar = app.query_one(StageBar)
+        assert _underlined(bar) == "Stage number 0"
+        bar.active = 5
+        await pilot.pause()
+        labels, _ = _lines(bar)
+        assert labels.endswith(" Stage number 5 ") and _underlined(bar) == "Stage number 5"
+        await pilot.click(StageBar, offset=(len(labels) - 3, 0))  # the label drawn there, scrolled
+        await pilot.pause()
+        assert app.selected == []  # it was already the active one
+        bar.active = 0
+        await pilot.pause()
+        assert _lines(bar)[0].startswith(" Stage number 0 ") and _underlined(bar) == "Stage number 0"
+
+
+async def test_a_click_on_a_stage_shows_it_and_focuses_the_list(tmp_path):
+    from tui_fakes import FakeSession
+
+    import linkdesk.tui.screens.inbox as inbox_module
+
+    session = FakeSession(tmp_path, extra_links=20)
+    session.write_cache()
+    app = InboxApp(session, session.clock)
+    async with app.run_test(size=SIZE) as pilot:
+        view = app.query_one(inbox_module.InboxView)
+        await wait_until(pilot, lambda: view.settled and view.query_state is not None, what="the first query")
+        bar = view.query_one("#inbox-stages", StageBar)
+        labels, _ = _lines(bar)
+        x = labels.index("All ")
+        await pilot.click("#inbox-stages", offset=(x + 1, 0))
+        await wait_until(pilot, lambda: view.settled and view.query_state.stage is None, what="every stage")
+        assert bar.active is None and _underlined(bar).startswith("All ")
+        assert view.link_list.has_focus
+        assert view.link_list.row_count == int(_underlined(bar).rsplit(" ", 1)[1].replace(",", ""))

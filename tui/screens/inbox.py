@@ -12,7 +12,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.timer import Timer
-from textual.widgets import Input, Static, Tab, Tabs
+from textual.widgets import Input, Static
 
 from linkdesk.core import rules
 from linkdesk.core.model import Actor, LinkType, Party, Perspective, Stage
@@ -21,6 +21,7 @@ from ..messages import LinkActionRequested, OpenLink
 from ..source import SORTS, InboxLine, InboxQuery, InboxSource, LinkContext, link_context, stage_counts
 from ..text import bill_to_text, clean, days_left_text, join, short_date, short_span, utc
 from ..widgets.link_list import PAGE_SIZE, Cell, Column, ColumnHeader, LinkList
+from ..widgets.stage_bar import StageBar
 
 COLUMNS: tuple[Column, ...] = (
     Column("counterparty", "Client", 10, flex=2),
@@ -64,10 +65,6 @@ ACTION_BINDINGS = [
 ]
 
 
-def _tab_id(stage: Stage | None) -> str:
-    return f"stage-{stage.value if stage else 'all'}"
-
-
 def short_count(count: int) -> str:
     """A stage count in at most six columns: exact below 10,000, then 10.5k, 618k, 1.2M. At 100,000 links the exact
     counts of six stages no longer fit one 120-column line beside the sort, and the last one was cut ("All 99")."""
@@ -83,26 +80,6 @@ def short_count(count: int) -> str:
 def _stage_label(stage: Stage | None, count: int | None) -> Text:
     name = stage.label if stage else "All"
     return Text(name if count is None else f"{name} {short_count(count)}")
-
-
-class StageTabs(Tabs):
-    """The stage bar: Textual's tabs without the sliding underline.
-
-    The underline's animation repaints the bar sixty times a second for 0.3 s after every stage switch, and each of
-    those frames also redraws whatever else changed meanwhile (the list below it, the preview): keystrokes that
-    follow a stage switch paid for it. The underline now moves at once.
-    """
-
-    def _highlight_active(self, animate: bool = True) -> None:
-        super()._highlight_active(animate=False)
-
-    def on_mount(self) -> None:
-        # Without the animation's delay, the underline is measured right after the next refresh, which can come
-        # before a relabelled tab (its count) is laid out again: measure it after every layout of the screen too.
-        self.screen.screen_layout_refresh_signal.subscribe(self, self._laid_out)
-
-    def _laid_out(self, screen: Any) -> None:
-        self._highlight_active(animate=False)
 
 
 def row_cells(line: InboxLine, now: datetime) -> Sequence[Cell]:
@@ -157,7 +134,7 @@ def action_summary(ctx: LinkContext) -> Text:
 
 
 class InboxView(Vertical):
-    """Stage tabs with counts, an optional filter, the column header, the virtual list and a preview of the row."""
+    """The stage bar with counts, an optional filter, the column header, the virtual list and a preview of the row."""
 
     BINDINGS = [
         Binding("slash", "filter", "Filter", id="inbox.filter"),
@@ -216,7 +193,6 @@ class InboxView(Vertical):
         self._counts: tuple[tuple[Any, ...], datetime, dict[Stage, int]] | None = None
         #: What the bar and the header show, so that a stage switch does not redraw (and re-lay out) them.
         self._bar_shown: tuple[Any, ...] | None = None
-        self._tab_labels: dict[str, str] = {}
         self._rows_now: datetime | None = None  # the time the rows on screen were read for
         #: The filter's field, built when the filter is first opened: hidden until then, the first frame does
         #: without it (an Input is one of the costlier widgets to style and mount).
@@ -225,15 +201,12 @@ class InboxView(Vertical):
     def compose(self) -> ComposeResult:
         with Horizontal(id="inbox-bar"):
             yield Static(id="inbox-side")
-            yield StageTabs(*(Tab(_stage_label(s, None), id=_tab_id(s)) for s in STAGE_ORDER), id="inbox-stages")
+            yield StageBar(((s, _stage_label(s, None)) for s in STAGE_ORDER), id="inbox-stages")
             yield Static(id="inbox-sort")
         # The filter's field (#inbox-filter) joins them under the bar when the filter is first opened (/).
         yield ColumnHeader(COLUMNS, id="inbox-header")
         yield LinkList(COLUMNS, self._cells, empty_text="No links here.", background=True, id="inbox-list")
         yield Static(id="inbox-preview")
-
-    def on_mount(self) -> None:
-        self.query_one("#inbox-stages", Tabs).can_focus = False
 
     # -- public -------------------------------------------------------------------------------------------------
 
@@ -291,10 +264,7 @@ class InboxView(Vertical):
         if q is None or self._caches is None:
             return
         self._generation += 1
-        tabs = self.query_one("#inbox-stages", Tabs)
-        if tabs.active != _tab_id(q.stage):
-            with tabs.prevent(Tabs.TabActivated):
-                tabs.active = _tab_id(q.stage)
+        self.query_one("#inbox-stages", StageBar).active = q.stage
         side = "Sent" if q.perspective == Perspective.SENT else "Received"
         bar = (q.perspective, q.sort, q.descending)
         if bar != self._bar_shown:
@@ -366,14 +336,11 @@ class InboxView(Vertical):
         self._shown = event.generation
         if self._query is not None:
             self._counts = (self._counts_key(self._query), event.now, event.counts)
-        tabs = self.query_one("#inbox-stages", Tabs)
+        bar = self.query_one("#inbox-stages", StageBar)
         total = sum(event.counts.values())
         for s in STAGE_ORDER:
-            label = _stage_label(s, total if s is None else event.counts.get(s, 0))
-            tab_id = _tab_id(s)
-            if self._tab_labels.get(tab_id) != label.plain:  # a new label lays out the bar: only when it changed
-                self._tab_labels[tab_id] = label.plain
-                tabs.query_one(f"#{tab_id}", Tab).label = label
+            # The bar redraws only for a label that changed.
+            bar.set_label(s, _stage_label(s, total if s is None else event.counts.get(s, 0)))
         self._rows_now = event.now
         self.link_list.set_source(event.source, keep_cursor=event.keep_cursor, count=event.count,
                                   pages=event.pages)
@@ -442,10 +409,9 @@ class InboxView(Vertical):
     def _open(self, event: LinkList.Selected) -> None:
         self.post_message(OpenLink(event.row.key))
 
-    @on(Tabs.TabActivated, "#inbox-stages")
-    def _stage_clicked(self, event: Tabs.TabActivated) -> None:
-        stage_id = (event.tab.id or "").removeprefix("stage-")
-        stage = None if stage_id == "all" else Stage(stage_id)
+    @on(StageBar.Selected, "#inbox-stages")
+    def _stage_clicked(self, event: StageBar.Selected) -> None:
+        stage = event.key
         if self._query is not None and stage != self._query.stage:
             self._set_query(stage=stage)
             if self.display:  # a click on a stage; never steal focus when the inbox is not the view shown
