@@ -335,7 +335,7 @@ async def test_the_progress_bar_is_built_when_a_sync_first_runs(fake_session):
         await pilot.pause()
         bar = status.query_one(ProgressBar)
         assert bar.display and bar.progress == 3 and bar.total == 10
-        assert [c.id for c in status.children].index("status-progress") == 3  # before the message, as before
+        assert [c.id for c in status.children] == ["status-parts", "status-progress", "status-message"]  # as before
         app.status = app.status.with_(phase=None, done=0, total=None, message="")
         await pilot.pause()
         assert not bar.display

@@ -14,7 +14,7 @@ from linkdesk.tui.text import clean
 from linkdesk.tui.widgets.clients_tree import PAGE, ClientsTree
 from linkdesk.tui.widgets.link_list import Column, LinkList, column_widths, fit
 from linkdesk.tui.widgets.stage_bar import StageBar, underline
-from linkdesk.tui.widgets.status_line import PROGRESS_INTERVAL, StatusInfo, StatusLine
+from linkdesk.tui.widgets.status_line import PROGRESS_INTERVAL, StatusInfo, StatusLine, StatusParts
 
 
 @dataclass(frozen=True)
@@ -411,6 +411,14 @@ async def test_the_status_line_redraws_a_part_only_when_it_changes_and_lays_out_
                 return _original(content, layout=layout)
 
             static.update = update
+        parts = app.query_one(StatusParts)  # profile, user and age: one widget, sized to its text
+        original_refresh = parts.refresh
+
+        def refresh(*regions, layout=False, **kwargs):
+            updates.append(("status-parts", layout))
+            return original_refresh(*regions, layout=layout, **kwargs)
+
+        parts.refresh = refresh
         for done in range(1, 30):  # a sync's progress steps: only the bar moves
             app.status = info.with_(done=done)
             await pilot.pause(PROGRESS_INTERVAL / 4)
@@ -424,10 +432,15 @@ async def test_the_status_line_redraws_a_part_only_when_it_changes_and_lays_out_
         updates.clear()
         app.status = info.with_(phase=None, message="", user="ada.lovelace@contoso.example")
         await pilot.pause(PROGRESS_INTERVAL * 2)
-        assert ("status-who", True) in updates  # wider: the line is laid out again
-        assert all(not layout for part, layout in updates if part != "status-who")
+        assert ("status-parts", True) in updates  # wider: the line is laid out again
+        assert all(not layout for part, layout in updates if part != "status-parts")
         assert "ada.lovelace@contoso.example · Super Admin" in screen_text(app)
         assert "Saving links" not in screen_text(app)
+        updates.clear()
+        app.status = app.status.with_(user="ada.lovelace@contoso.exampl3")  # another user, same width
+        await pilot.pause(PROGRESS_INTERVAL * 2)
+        assert updates == [("status-parts", False)]
+        assert "ada.lovelace@contoso.exampl3 · Super Admin" in screen_text(app)
 
 
 async def test_the_preview_follows_the_cursor_read_off_the_ui_thread(tmp_path, monkeypatch):
@@ -676,3 +689,33 @@ async def test_a_click_on_a_stage_shows_it_and_focuses_the_list(tmp_path):
         assert bar.active is None and _underlined(bar).startswith("All ")
         assert view.link_list.has_focus
         assert view.link_list.row_count == int(_underlined(bar).rsplit(" ", 1)[1].replace(",", ""))
+
+
+async def test_the_status_parts_draw_profile_user_and_age_in_their_styles():
+    from tui_fakes import T0
+
+    app = StatusApp(lambda: T0)
+    async with app.run_test(size=SIZE) as pilot:
+        parts = app.query_one(StatusParts)
+        app.status = StatusInfo(profile="demo", is_demo=True, user="ada", role="Viewer", customer="Contoso",
+                                last_sync=T0, online=True)
+        await pilot.pause()
+        line = parts.line()
+        assert line.plain == " DEMO  ada · Viewer · Contoso  synced just now "
+        assert parts.size.width == len(line.plain)  # sized to its text
+        demo = line.get_style_at_offset(app.console, 1)
+        assert demo.bold and demo.bgcolor == parts.get_component_rich_style("status-parts--profile").bgcolor
+        assert line.get_style_at_offset(app.console, 7).bold  # the user's name
+        assert not line.get_style_at_offset(app.console, 11).bold  # the role
+        age = line.get_style_at_offset(app.console, 32)
+        assert not age.bold and age.color == parts.get_component_rich_style("status-parts--age").color
+
+        app.status = StatusInfo(profile="prod", last_sync=T0, online=False)
+        await pilot.pause()
+        line = parts.line()
+        assert line.plain.startswith(" PROD    offline — showing cache from ")
+        live = line.get_style_at_offset(app.console, 1)
+        assert live.bgcolor == parts.get_component_rich_style("status-parts--live").bgcolor != demo.bgcolor
+        offline = line.get_style_at_offset(app.console, 10)
+        assert offline.bold and offline.color == parts.get_component_rich_style("status-parts--offline").color
+        assert parts.size.width == len(line.plain)

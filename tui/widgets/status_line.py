@@ -7,10 +7,14 @@ from datetime import datetime
 from typing import Callable
 
 from rich.cells import cell_len
+from rich.style import Style
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Horizontal
+from textual.geometry import Size
+from textual.strip import Strip
 from textual.timer import Timer
+from textual.widget import Widget
 from textual.widgets import ProgressBar, Static
 
 from ..text import ago, clean, short_date
@@ -52,6 +56,75 @@ def age_text(info: StatusInfo, now: datetime) -> str:
 PROGRESS_INTERVAL = 0.1
 
 
+class StatusParts(Widget, can_focus=False):
+    """The profile, the acting user and the cache's age: one widget drawing what three Statics drew (each with a
+    column of padding either side, the profile on its accent colour or, live, on the success colour, the age muted
+    or, offline, in bold warning colour), sized to its text. Redrawn only when a part changes; laid out again only
+    when the width changes."""
+
+    ALLOW_SELECT = False
+    COMPONENT_CLASSES = {"status-parts--profile", "status-parts--live", "status-parts--age",
+                         "status-parts--offline"}
+    DEFAULT_CSS = """
+    StatusParts {
+        width: auto;
+        height: 1;
+        & > .status-parts--profile { background: $accent; color: $text; text-style: bold; }
+        & > .status-parts--live { background: $success; color: $text; text-style: bold; }
+        & > .status-parts--age { color: $text-muted; }
+        & > .status-parts--offline { color: $warning; text-style: bold; }
+    }
+    """
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        #: What is shown: profile, whether live, who (its text), age, whether offline.
+        self.parts: tuple[str, bool, Text, str, bool] = ("", False, Text(), "", False)
+
+    def show(self, profile: str, live: bool, who: Text, age: str, offline: bool) -> bool:
+        """Show these parts; True when they changed (and were redrawn)."""
+        parts = (profile, live, who, age, offline)
+        if parts == self.parts:
+            return False
+        width = self._width()
+        self.parts = parts
+        self.refresh(layout=self._width() != width)
+        return True
+
+    def _width(self) -> int:
+        profile, _, who, age, _ = self.parts
+        return cell_len(profile) + who.cell_len + cell_len(age) + 6
+
+    def get_content_width(self, container: Size, viewport: Size) -> int:
+        return self._width()
+
+    def line(self) -> Text:
+        """The line as drawn: each part's padding in its background only, as the Statics' padding was."""
+        profile, live, who, age, offline = self.parts
+        base = self.rich_style
+        profile_style = self.get_component_rich_style("status-parts--live" if live else "status-parts--profile")
+        age_style = self.get_component_rich_style("status-parts--offline" if offline else "status-parts--age")
+        pad, profile_pad = Style(bgcolor=base.bgcolor), Style(bgcolor=profile_style.bgcolor)
+        text = Text(end="")
+        text.append(" ", profile_pad)
+        text.append(profile, profile_style)
+        text.append(" ", profile_pad)
+        text.append(" ", pad)
+        if who:
+            who = who.copy()
+            who.stylize_before(base)
+            text.append_text(who)
+        text.append(" ", pad)
+        text.append(" ", pad)
+        text.append(age, age_style)
+        text.append(" ", pad)
+        return text
+
+    def render_line(self, y: int) -> Strip:
+        """Drawn with every cell's style set here (Textual's line API), in the same runs of cells as before."""
+        return Strip(self.line().render(self.app.console, end=""), self.size.width)
+
+
 class StatusLine(Horizontal):
     """Reads the app's ``status`` (a ``StatusInfo``) and its clock; refreshes the age every 30 seconds."""
 
@@ -59,11 +132,6 @@ class StatusLine(Horizontal):
     StatusLine {
         height: 1;
         background: $panel;
-        & > #status-profile { width: auto; padding: 0 1; background: $accent; color: $text; text-style: bold; }
-        & > #status-profile.-live { background: $success; }
-        & > #status-who { width: auto; padding: 0 1; }
-        & > #status-age { width: auto; padding: 0 1; color: $text-muted; }
-        & > #status-age.-offline { color: $warning; text-style: bold; }
         & > #status-progress { width: 24; display: none; }
         & > #status-progress.-running { display: block; }
         & > #status-message { width: 1fr; padding: 0 1; color: $text-muted; }
@@ -82,9 +150,7 @@ class StatusLine(Horizontal):
         self._bar: ProgressBar | None = None
 
     def compose(self) -> ComposeResult:
-        yield Static(id="status-profile")
-        yield Static(id="status-who")
-        yield Static(id="status-age")
+        yield StatusParts(id="status-parts")
         # The progress bar (#status-progress) joins them here when it is first needed (see _draw_bar).
         yield Static(id="status-message")
 
@@ -129,8 +195,6 @@ class StatusLine(Horizontal):
 
     def _draw(self, info: StatusInfo) -> None:
         self._shown = info
-        self._put("status-profile", Text("DEMO" if info.is_demo else (info.profile.upper() or "…")), sized=True)
-        self.query_one("#status-profile", Static).set_class(not info.is_demo, "-live")
         who = Text()
         if info.user:
             who.append(clean(info.user, max_chars=60), style="bold")
@@ -139,9 +203,8 @@ class StatusLine(Horizontal):
             if info.customer:
                 who.append(" · ")
                 who.append(clean(info.customer, max_chars=60))
-        self._put("status-who", who, sized=True)
-        self._put("status-age", Text(age_text(info, self._clock())), sized=True)
-        self.query_one("#status-age", Static).set_class(info.online is False, "-offline")
+        self.query_one(StatusParts).show("DEMO" if info.is_demo else (info.profile.upper() or "…"),
+                                         not info.is_demo, who, age_text(info, self._clock()), info.online is False)
         running = info.phase is not None
         if running and self._bar is None:
             # Determinate while idle: an indeterminate bar animates at 15 frames a second even when hidden.
