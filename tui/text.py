@@ -81,6 +81,18 @@ def utc(d: datetime) -> datetime:
     return d.replace(tzinfo=timezone.utc) if d.tzinfo is None else d.astimezone(timezone.utc)
 
 
+def short_count(count: int) -> str:
+    """A stage count in at most six columns: exact below 10,000, then 10.5k, 618k, 1.2M. At 100,000 links the exact
+    counts of six stages no longer fit one 120-column line beside the sort, and the last one was cut ("All 99")."""
+    if count < 10_000:
+        return f"{count:,}"
+    if count < 99_950:
+        return f"{count / 1000:.1f}k"
+    if count < 999_500:
+        return f"{count / 1000:.0f}k"
+    return f"{count / 1_000_000:.1f}M"
+
+
 def short_span(delta: timedelta) -> str:
     """A duration in one short unit: '45s', '12m', '5h', '3d', '7w'."""
     seconds = int(abs(delta.total_seconds()))

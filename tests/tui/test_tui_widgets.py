@@ -528,7 +528,7 @@ async def test_the_detail_pane_describes_the_node_as_reread_after_a_reload(tmp_p
 
 
 def test_stage_counts_stay_short_at_agency_scale():
-    from linkdesk.tui.screens.inbox import short_count
+    from linkdesk.tui.text import short_count
 
     cases = {0: "0", 7: "7", 2_994: "2,994", 9_999: "9,999", 10_000: "10.0k", 10_459: "10.5k", 61_837: "61.8k",
              99_949: "99.9k", 99_998: "100k", 618_000: "618k", 999_499: "999k", 999_999: "1.0M", 12_345_678: "12.3M"}

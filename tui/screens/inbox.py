@@ -19,7 +19,7 @@ from linkdesk.core.model import Actor, LinkType, Party, Perspective, Stage
 
 from ..messages import LinkActionRequested, OpenLink
 from ..source import SORTS, InboxLine, InboxQuery, InboxSource, LinkContext, link_context, stage_counts
-from ..text import bill_to_text, clean, days_left_text, join, short_date, short_span, utc
+from ..text import bill_to_text, clean, days_left_text, join, short_count, short_date, short_span, utc
 from ..widgets.link_list import PAGE_SIZE, Cell, Column, ColumnHeader, LinkList
 from ..widgets.stage_bar import StageBar
 
@@ -63,18 +63,6 @@ ACTION_BINDINGS = [
     Binding("a", "link_action('accept')", "Accept invitation", show=False, id="link.accept"),
     Binding("x", "link_action('decline')", "Decline invitation", show=False, id="link.decline"),
 ]
-
-
-def short_count(count: int) -> str:
-    """A stage count in at most six columns: exact below 10,000, then 10.5k, 618k, 1.2M. At 100,000 links the exact
-    counts of six stages no longer fit one 120-column line beside the sort, and the last one was cut ("All 99")."""
-    if count < 10_000:
-        return f"{count:,}"
-    if count < 99_950:
-        return f"{count / 1000:.1f}k"
-    if count < 999_500:
-        return f"{count / 1000:.0f}k"
-    return f"{count / 1_000_000:.1f}M"
 
 
 def _stage_label(stage: Stage | None, count: int | None) -> Text:
