@@ -279,6 +279,14 @@ def _search_text(link: ClientLink) -> str:
     )
 
 
+_CUSTOMER_COLUMNS = "id, name, number, life_cycle_status, financial_status, market_country, market_language"
+
+
+def _customer_from_row(r: Sequence[Any]) -> Customer:
+    """A customers row (``_CUSTOMER_COLUMNS``) as a Customer."""
+    return Customer(r[0], r[1] or "", r[2], r[3] or "Active", r[4], r[5], r[6])
+
+
 def _json_pairs(v: Any) -> str | None:
     return json.dumps([list(p) for p in v]) if v else None
 
@@ -1919,14 +1927,9 @@ class Cache:
 
     @_guard
     def customer(self, customer_id: int) -> Customer | None:
-        r = self._conn.execute(
-            "SELECT id, name, number, life_cycle_status, financial_status, market_country, market_language"
-            " FROM customers WHERE id = ?",
-            (int(customer_id),),
-        ).fetchone()
-        if r is None:
-            return None
-        return Customer(r[0], r[1] or "", r[2], r[3] or "Active", r[4], r[5], r[6])
+        r = self._conn.execute(f"SELECT {_CUSTOMER_COLUMNS} FROM customers WHERE id = ?",
+                               (int(customer_id),)).fetchone()
+        return None if r is None else _customer_from_row(r)
 
     @_guard
     def customers(self, customer_ids: Iterable[int]) -> dict[int, Customer]:
@@ -1935,12 +1938,10 @@ class Cache:
         out: dict[int, Customer] = {}
         for chunk in _batches(sorted({int(c) for c in customer_ids}), 500):
             rows = self._conn.execute(
-                "SELECT id, name, number, life_cycle_status, financial_status, market_country, market_language"
-                f" FROM customers WHERE id IN ({', '.join('?' * len(chunk))})",
-                chunk,
+                f"SELECT {_CUSTOMER_COLUMNS} FROM customers WHERE id IN ({', '.join('?' * len(chunk))})", chunk
             ).fetchall()
             for r in rows:
-                out[r[0]] = Customer(r[0], r[1] or "", r[2], r[3] or "Active", r[4], r[5], r[6])
+                out[r[0]] = _customer_from_row(r)
         return out
 
     @_guard

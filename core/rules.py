@@ -9,6 +9,7 @@ client-links-api.md §1.8, §3.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -423,24 +424,12 @@ class Violation:
 
 _NUMBER_RE = re.compile(r"^[A-Za-z0-9]{4,20}$")
 _MAX_ID = 2**63 - 1
-#: Characters XML 1.0 cannot carry at all, not even escaped: a SOAP request holding one is refused as a whole.
-#: ``XML_ILLEGAL`` is this pattern compiled, on first use (compiling it costs some 5 ms, paid otherwise by every start
-#: of the app, before its first frame).
-_XML_ILLEGAL_PATTERN = "[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]"
-_xml_illegal: re.Pattern[str] | None = None
-
-
-def _xml_illegal_re() -> re.Pattern[str]:
-    global _xml_illegal
-    if _xml_illegal is None:
-        _xml_illegal = re.compile(_XML_ILLEGAL_PATTERN)
-    return _xml_illegal
-
-
-def __getattr__(name: str) -> object:
-    if name == "XML_ILLEGAL":
-        return _xml_illegal_re()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+@functools.cache
+def xml_illegal() -> re.Pattern[str]:
+    """Characters XML 1.0 cannot carry at all, not even escaped: a SOAP request holding one is refused as a whole.
+    Compiled on first use: compiling it costs some 7 ms, which every start of the app would otherwise pay before
+    its first frame."""
+    return re.compile("[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
 def valid_id(value: object) -> bool:
@@ -459,7 +448,7 @@ def text_violation(field: str, value: object, what: str) -> Violation | None:
         return None
     if not isinstance(value, str):
         return Violation(field, E_FIELD_INVALID, f"The {what} must be text, not {_quote(value)}.")
-    bad = _xml_illegal_re().search(value)
+    bad = xml_illegal().search(value)
     if bad is None:
         return None
     return Violation(field, E_FIELD_INVALID,

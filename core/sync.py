@@ -146,7 +146,7 @@ def _full_sync(cache: Any, views: Sequence[View], clock: Callable[[], datetime],
     from .api import ApiError, Cancelled
     from .cache import CacheError
 
-    run = _Run(progress, cancel, previous=cache if hasattr(cache, "customer") else None)
+    run = _Run(progress, cancel, previous=cache if hasattr(cache, "customers") else None)
     writer = None
     try:
         run.report("hierarchy", 0, None, "Starting the sync.")
@@ -318,7 +318,7 @@ def _sync_view(view: View, run: _Run, writer: Any, concurrency: int) -> None:
             pass
         # Names rarely change: reuse the previous sync's, and ask the service only for customers new to the cache.
         if run.previous is not None:
-            for known in _previous_customers(run.previous, [cid for cid in wanted if not names.get(cid)]):
+            for known in run.previous.customers(cid for cid in wanted if not names.get(cid)).values():
                 if known.name:
                     run.customers[known.id] = known
         unnamed = sorted(cid for cid in wanted if not names.get(cid) and cid not in run.customers)
@@ -346,14 +346,6 @@ def _sync_view(view: View, run: _Run, writer: Any, concurrency: int) -> None:
                       1, tolerate_refusal=True)
     _stream_links(api, [Predicate("ClientCustomerId", "Equals", own)], run, writer, "received", 1,
                   tolerate_refusal=True)
-
-
-def _previous_customers(previous: Any, ids: list[int]) -> list[Customer]:
-    """The previous cache's customers among ``ids``: in batches where the cache can (Cache.customers), else one by
-    one."""
-    if hasattr(previous, "customers"):
-        return list(previous.customers(ids).values())
-    return [c for c in (previous.customer(cid) for cid in ids) if c is not None]
 
 
 def _child_customers(api: Any, own: int, run: _Run, concurrency: int) -> dict[int, str | None]:

@@ -884,16 +884,16 @@ def _pause_gc() -> bool:
     return running
 
 
-def run_demo(fresh: bool = False, *, home: Path | str | None = None, clock: Clock | None = None) -> int:
-    """``linkdesk demo``: the app against the built-in simulator (state kept between runs; ``fresh`` resets it)."""
-
-    def factory() -> "Session":
-        from linkdesk.core.session import Session
-
-        return Session.demo(home=home, fresh=fresh, clock=clock)
-
+def _run_app(build: Callable[[], LinkdeskApp]) -> int:
+    """Build and run the app with the garbage collector paused for start-up (see ``_pause_gc``); close its session
+    afterwards. The exit code: 0 unless the app returned another."""
     resume_gc = _pause_gc()
-    app = LinkdeskApp(factory, clock=clock, home=home, profile=paths.DEMO_PROFILE, is_demo=True, fresh=fresh)
+    try:
+        app = build()
+    except BaseException:
+        if resume_gc:
+            gc.enable()
+        raise
     app._resume_gc = resume_gc
     try:
         code = app.run()
@@ -902,6 +902,18 @@ def run_demo(fresh: bool = False, *, home: Path | str | None = None, clock: Cloc
         if app.session is not None:
             app.session.close()
     return code if isinstance(code, int) else 0
+
+
+def run_demo(fresh: bool = False, *, home: Path | str | None = None, clock: Clock | None = None) -> int:
+    """``linkdesk demo``: the app against the built-in simulator (state kept between runs; ``fresh`` resets it)."""
+
+    def factory() -> "Session":
+        from linkdesk.core.session import Session
+
+        return Session.demo(home=home, fresh=fresh, clock=clock)
+
+    return _run_app(lambda: LinkdeskApp(factory, clock=clock, home=home, profile=paths.DEMO_PROFILE, is_demo=True,
+                                        fresh=fresh))
 
 
 def run(profile: str | None = None, *, home: Path | str | None = None, clock: Clock | None = None) -> int:
@@ -925,13 +937,4 @@ def run(profile: str | None = None, *, home: Path | str | None = None, clock: Cl
 
         return Session.live(profile, home=home, clock=clock)
 
-    resume_gc = _pause_gc()
-    app = LinkdeskApp(factory, clock=clock, home=home, profile=profile, is_demo=False)
-    app._resume_gc = resume_gc
-    try:
-        code = app.run()
-    finally:
-        app._gc_resume()
-        if app.session is not None:
-            app.session.close()
-    return code if isinstance(code, int) else 0
+    return _run_app(lambda: LinkdeskApp(factory, clock=clock, home=home, profile=profile, is_demo=False))

@@ -62,12 +62,12 @@ def test_rules_judge_any_draft_in_sentences_and_pass_only_what_xml_can_carry(dra
     for v in violations:
         assert a_sentence(v.message), v
     for field, value in (("Name", draft.name), ("Note", draft.note)):
-        if isinstance(value, str) and rules.XML_ILLEGAL.search(value):
+        if isinstance(value, str) and rules.xml_illegal().search(value):
             assert any(v.field == field and "cannot accept" in v.message for v in violations), (field, value)
     if not violations:
         for value in client_link_to_wire(draft, for_add=True).values():
             if isinstance(value, str):
-                assert not rules.XML_ILLEGAL.search(value)
+                assert not rules.xml_illegal().search(value)
     FIGURES["invitation drafts fuzzed"] += 1
 
 
@@ -108,7 +108,7 @@ def test_session_check_invitation_never_raises(demo, draft):
 
 #: Text the rules accept for a note: everything XML can carry.
 LEGAL_TEXT = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)).filter(
-    lambda c: not rules.XML_ILLEGAL.match(c)), max_size=80)
+    lambda c: not rules.xml_illegal().match(c)), max_size=80)
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -117,7 +117,7 @@ LEGAL_TEXT = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)).fi
 @example(note="[bold red]x[/] \u202eevil \x1b")
 def test_any_note_the_rules_accept_reaches_the_service_exactly(demo, note):
     """Through the official SDK and the simulator and back (XML turns a carriage return into a line feed)."""
-    assume(not rules.XML_ILLEGAL.search(note))
+    assume(not rules.xml_illegal().search(note))
     api = demo.api(demo._observer_id)
     agency = demo.identity().customer_id
     key = next(r.key for r in demo.cache().inbox_page(customer_id=agency, limit=500, now=NOW)
